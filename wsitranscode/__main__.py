@@ -1,0 +1,3 @@
+from wsitranscode.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,26 @@
+"""One module per CLI command: `add_parser(subparsers, name, help)` and `run(args) -> int`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import cache
+from typing import Any
+
+from rich.console import Console
+
+
+@cache
+def console_out() -> Console:
+    return Console(highlight=False)
+
+
+@cache
+def console_err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def print_json(payload: Any) -> None:
+    """Machine-readable output on stdout: one JSON document, nothing else."""
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()
