@@ -56,7 +56,7 @@ class Codec(ABC):
         """Decode bytes written by `encode` (or `recompress`) back to pixels."""
 
     def unsupported_pixels(self, samples_per_pixel: int, bits_stored: int) -> str | None:
-        """None when this codec can encode such pixels, else a one-line reason (with an alternative)."""
+        """None when this codec can encode such pixels, else a one-line reason and an alternative."""
         return None
 
     def accepts_source(self, transfer_syntax_uid: str) -> bool:
@@ -64,7 +64,7 @@ class Codec(ABC):
         return True
 
     def recompress(self, source_frame: bytes, settings: EncodeSettings) -> bytes:
-        """Encode from the encoded source frame itself (only when target().compresses_source_bytes)."""
+        """Encode from the encoded source frame itself (when target().compresses_source_bytes)."""
         raise NotImplementedError
 
     def restore_source(self, data: bytes) -> bytes:

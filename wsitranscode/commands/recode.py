@@ -1,0 +1,183 @@
+"""`wsitranscode recode`: the CLI skin over wsitranscode.recode."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from wsitranscode.commands import console_err, console_out, print_json
+
+QUALITY_HELP = (
+    "quality 0-100, higher is better (default 85); mapped per codec: JPEG quality, "
+    "JPEG XL distance, JPEG 2000/HTJ2K PSNR target, WebP quality (see docs/usage.md)"
+)
+
+
+def add_parser(sub: Any, name: str, help_text: str) -> None:
+    from wsitranscode.codecs.base import codec_names
+
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("input", type=Path, help="folder (or file) with DICOM WSI instances")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, help="output folder (not inside input)"
+    )
+    p.add_argument("--codec", required=True, choices=codec_names(), help="target codec")
+    p.add_argument("--q", type=_quality, default=85, metavar="Q", help=QUALITY_HELP)
+    p.add_argument("--lossless", action="store_true", help="lossless mode (jxl, j2k, htj2k, webp)")
+    p.add_argument("--effort", type=int, default=None, help="encoder effort (JPEG XL 1-9)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="threads for decode/encode (default: all cores)"
+    )
+    p.add_argument("--only", choices=["volume"], default=None, help="recode only VOLUME instances")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace earlier output instead of resuming"
+    )
+    p.add_argument(
+        "--min-psnr",
+        type=float,
+        default=None,
+        metavar="DB",
+        help="verification floor for lossy frames (default 20 dB): a frame below it fails",
+    )
+    p.add_argument("--json", action="store_true", help="print the run result as JSON on stdout")
+
+
+def _quality(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError("quality must be between 0 and 100")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from wsitranscode.codecs.base import EncodeSettings
+    from wsitranscode.recode import DEFAULT_MIN_PSNR, RecodeOptions, recode
+
+    options = RecodeOptions(
+        codec=args.codec,
+        settings=EncodeSettings(quality=args.q, lossless=args.lossless, effort=args.effort),
+        workers=args.workers,
+        overwrite=args.overwrite,
+        only=args.only,
+        min_psnr=DEFAULT_MIN_PSNR if args.min_psnr is None else args.min_psnr,
+    )
+    with RichProgress() as progress:
+        result = recode(
+            args.input, args.output, options, progress=progress, on_scanned=progress.scanned
+        )
+    for warning in result.warnings:
+        console_err().print(f"[yellow]warning:[/] {warning}")
+    if args.json:
+        print_json(result.to_json())
+    else:
+        print_summary(result)
+    for series in result.failed:
+        console_err().print(
+            f"[bold red]failed:[/] series {series.series_instance_uid}: {series.error}"
+        )
+    return result.exit_code()
+
+
+class RichProgress:
+    """Overall and per-series progress bars (frames, tiles/s, ETA) on stderr."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console_err(),
+            transient=False,
+        )
+        self.overall = None
+        self.current = None
+
+    def __enter__(self) -> RichProgress:
+        self.progress.__enter__()
+        self.overall = self.progress.add_task("all series", total=None, rate="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def scanned(self, scanned: Any) -> None:
+        total = sum(i.number_of_frames for s in scanned.series for i in s.instances)
+        self.progress.update(self.overall, total=total)
+        if scanned.skipped:
+            console_err().print(f"skipped {len(scanned.skipped)} non-WSI or unreadable files")
+
+    def start_series(self, series_uid: str, total_frames: int) -> None:
+        short = series_uid[-12:]
+        self.current = self.progress.add_task(f"series …{short}", total=total_frames, rate="")
+
+    def advance(self, frames: int) -> None:
+        for task_id in (self.overall, self.current):
+            if task_id is not None:
+                self.progress.advance(task_id, frames)
+                task = self.progress.tasks[task_id]
+                if task.speed:
+                    self.progress.update(task_id, rate=f"{task.speed:,.0f} tiles/s")
+
+    def end_series(self, series_uid: str, status: str) -> None:
+        if self.current is not None:
+            self.progress.update(self.current, description=f"series …{series_uid[-12:]} {status}")
+        self.current = None
+
+
+def print_summary(result: Any) -> None:
+    table = Table(title=f"recode → {result.output}", show_lines=False)
+    for col in (
+        "series",
+        "patient",
+        "status",
+        "instances",
+        "MB in",
+        "MB out",
+        "ratio",
+        "bpp",
+        "PSNR dB",
+        "s",
+    ):
+        table.add_column(
+            col, justify="right" if col not in ("series", "patient", "status") else "left"
+        )
+    for s in result.series:
+        summ = s.summary()
+        psnr = "exact" if summ["exact"] else _fmt(summ["psnr_mean"], "{:.2f}")
+        table.add_row(
+            "…" + s.series_instance_uid[-16:],
+            s.patient_id,
+            _status(s.status),
+            str(len(s.instances)),
+            _fmt(summ["bytes_in"] / 1e6, "{:.2f}"),
+            _fmt(summ["bytes_out"] / 1e6, "{:.2f}"),
+            _fmt(summ["ratio"], "{:.1f}×"),
+            _fmt(summ["bpp"], "{:.3f}"),
+            psnr,
+            f"{s.seconds:.1f}",
+        )
+    console_out().print(table)
+    console_out().print(f"output: {result.output}\nrun record: {result.record_path}")
+
+
+def _status(status: str) -> str:
+    colour = {"ok": "green", "done-before": "cyan", "failed": "red"}.get(status, "white")
+    return f"[{colour}]{status}[/]"
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "–" if value is None else pattern.format(value)

@@ -1,0 +1,779 @@
+"""Recode every frame of every DICOM WSI series in a folder into new DICOM instances.
+
+One instance at a time: frames are read, decoded, encoded and verified by a thread pool with a
+bounded window of frames in flight, and streamed in order to the writer. A series is staged in a
+hidden folder and renamed into place only when every instance in it is complete and verified, so
+a killed run leaves nothing that looks complete; the run record (`wsitranscode-run.json`) makes a
+rerun skip what is already done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from wsitranscode import __version__
+from wsitranscode.codecs.base import Codec, EncodeSettings, TargetEncoding, get_codec
+from wsitranscode.errors import (
+    DecodeError,
+    InvalidInputError,
+    UsageError,
+    VerificationError,
+    WsiTranscodeError,
+)
+
+RUN_RECORD_NAME = "wsitranscode-run.json"
+RUN_RECORD_VERSION = 1
+STAGING_PREFIX = ".partial-"
+DEFAULT_MIN_PSNR = 20.0  # below this a lossy frame is treated as corrupt (wrong colour space, say)
+
+
+class ProgressSink(Protocol):
+    """What `recode` reports while it works; the CLI draws it with rich."""
+
+    def start_series(self, series_uid: str, total_frames: int) -> None: ...
+    def advance(self, frames: int) -> None: ...
+    def end_series(self, series_uid: str, status: str) -> None: ...
+
+
+class NullProgress:
+    def start_series(self, series_uid: str, total_frames: int) -> None:
+        pass
+
+    def advance(self, frames: int) -> None:
+        pass
+
+    def end_series(self, series_uid: str, status: str) -> None:
+        pass
+
+
+@dataclass
+class RecodeOptions:
+    codec: str
+    settings: EncodeSettings = field(default_factory=EncodeSettings)
+    workers: int = 0  # 0: all cores
+    overwrite: bool = False
+    only: str | None = None  # "volume": recode only VOLUME instances
+    min_psnr: float = DEFAULT_MIN_PSNR
+    timestamp: datetime | None = None  # fixed creation time for reproducible output
+
+    def resolved_workers(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must match for a rerun to resume instead of refusing."""
+        return {
+            "codec": self.codec,
+            "quality": self.settings.quality,
+            "lossless": self.settings.lossless,
+            "effort": self.settings.effort,
+            "only": self.only,
+        }
+
+
+@dataclass
+class InstanceResult:
+    source_path: str
+    source_sop_instance_uid: str
+    flavor: str
+    frames: int
+    status: str = "pending"  # ok | done-before | failed
+    output_path: str | None = None
+    sop_instance_uid: str | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    pixel_bytes_in: int = 0
+    pixel_bytes_out: int = 0
+    uncompressed_bytes: int = 0
+    pixels: int = 0  # rows * columns * frames
+    compression_ratio: float | None = None
+    mse_mean: float | None = None  # lossy targets only; pooled over frames
+    peak: float = 255.0  # the largest pixel value (2**BitsStored - 1), for PSNR
+    psnr_mean: float | None = None  # from mse_mean; None when every frame is exact
+    psnr_min: float | None = None
+    worst_frame: int | None = None
+    exact: bool | None = None
+    seconds: float = 0.0
+    decode_seconds: float = 0.0
+    encode_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    repairs: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class SeriesResult:
+    series_instance_uid: str
+    patient_id: str
+    study_instance_uid: str
+    status: str = "pending"  # ok | failed | done-before
+    new_series_instance_uid: str | None = None
+    output_dir: str | None = None
+    instances: list[InstanceResult] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def bytes_in(self) -> int:
+        return sum(i.bytes_in for i in self.instances)
+
+    @property
+    def bytes_out(self) -> int:
+        return sum(i.bytes_out for i in self.instances)
+
+    @property
+    def pixels(self) -> int:
+        return sum(i.pixels for i in self.instances)
+
+    def summary(self) -> dict[str, Any]:
+        frames = sum(i.frames for i in self.instances)
+        lossy = [i for i in self.instances if i.mse_mean is not None]
+        lossy_frames = sum(i.frames for i in lossy)
+        # normalised by each instance's peak, so 8- and 16-bit instances pool correctly
+        nmse = sum(i.mse_mean / i.peak**2 * i.frames for i in lossy) / max(lossy_frames, 1)
+        return {
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "ratio": (self.bytes_in / self.bytes_out) if self.bytes_out else None,
+            "frames": frames,
+            # whole output files (headers included) in bits per pixel of every frame
+            "bpp": (self.bytes_out * 8 / self.pixels) if self.pixels else None,
+            "psnr_mean": _finite(_psnr_from_mse(nmse, 1.0)) if lossy else None,
+            "psnr_min": min(
+                (i.psnr_min for i in self.instances if i.psnr_min is not None), default=None
+            ),
+            "exact": all(i.exact for i in self.instances) if self.instances else None,
+        }
+
+
+@dataclass
+class RunResult:
+    input: str
+    output: str
+    options: dict[str, Any]
+    series: list[SeriesResult]
+    skipped_files: list[dict[str, str]]
+    started: str
+    finished: str
+    record_path: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[SeriesResult]:
+        return [s for s in self.series if s.status == "failed"]
+
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": RUN_RECORD_VERSION,
+            "tool": f"wsitranscode {__version__}",
+            "input": self.input,
+            "output": self.output,
+            "options": self.options,
+            "started": self.started,
+            "finished": self.finished,
+            "warnings": self.warnings,
+            "skipped_files": self.skipped_files,
+            "series": [
+                {
+                    **_series_fields(s),
+                    "summary": s.summary(),
+                    "instances": [asdict(i) for i in s.instances],
+                }
+                for s in self.series
+            ],
+        }
+
+
+def _series_fields(series: SeriesResult) -> dict[str, Any]:
+    data = asdict(series)
+    data.pop("instances")
+    return data
+
+
+def _psnr_from_mse(mse: float, peak: float) -> float:
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output planning
+
+
+def check_paths(input_path: Path, output: Path) -> None:
+    if not input_path.exists():
+        raise UsageError(f"input {input_path} does not exist")
+    inp = input_path.resolve()
+    out = output.resolve()
+    if out == inp or inp in out.parents:
+        raise UsageError(
+            f"output {output} is inside the input {input_path}; choose a folder outside it "
+            "(inputs are never modified)"
+        )
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"output {output} exists and is not a folder")
+
+
+def derived_uid(*parts: str) -> str:
+    """A deterministic 2.25 UID from what identifies the derived object (source + options)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()[:16]
+    return "2.25." + str(int.from_bytes(digest, "big"))
+
+
+def run_timestamp(options: RecodeOptions) -> datetime:
+    if options.timestamp is not None:
+        return options.timestamp
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        return datetime.fromtimestamp(int(epoch), UTC)
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run record (resume)
+
+
+class RunRecord:
+    """The JSON record in OUT: written after every instance so a killed run can resume."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, Any] = {}
+        if path.exists():
+            try:
+                self.data = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                raise UsageError(
+                    f"{path} is not a readable run record ({err}); move it away or use --overwrite"
+                ) from err
+
+    def fingerprint(self) -> dict[str, Any] | None:
+        return self.data.get("options", {}).get("fingerprint")
+
+    def created(self) -> datetime | None:
+        value = self.data.get("options", {}).get("timestamp")
+        return datetime.fromisoformat(value) if value else None
+
+    def done_instances(self) -> dict[str, dict[str, Any]]:
+        done: dict[str, dict[str, Any]] = {}
+        for series in self.data.get("series", []):
+            for inst in series.get("instances", []):
+                if inst.get("status") in ("ok", "done-before") and inst.get("output_path"):
+                    done[inst["source_sop_instance_uid"] + "|" + inst["source_path"]] = inst
+        return done
+
+    def write(self, payload: dict[str, Any]) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(payload, indent=1, default=str, allow_nan=False))
+        os.replace(tmp, self.path)
+        self.data = payload
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame processing
+
+
+@dataclass
+class FrameOutcome:
+    index: int
+    data: bytes
+    source_bytes: int
+    mse: float
+    exact: bool
+    decode_s: float
+    encode_s: float
+    verify_s: float
+
+
+class FrameJob:
+    """Everything needed to turn one source frame into one verified target frame."""
+
+    def __init__(
+        self,
+        reader: Any,
+        codec: Codec,
+        settings: EncodeSettings,
+        target: TargetEncoding,
+        source_info: Any,
+        target_info: Any,
+        min_psnr: float,
+        peak: float,
+    ):
+        self.reader = reader
+        self.codec = codec
+        self.settings = settings
+        self.target = target
+        self.source_info = source_info
+        self.target_info = target_info
+        self.min_psnr = min_psnr
+        self.peak = peak
+
+    def __call__(self, index: int) -> FrameOutcome:
+        try:
+            return self._process(index)
+        except WsiTranscodeError as err:
+            raise type(err)(err.message, path=self.reader.path, frame=index) from err
+        except Exception as err:  # a codec library error: name the frame, keep the cause
+            raise DecodeError(
+                f"{type(err).__name__}: {err}", path=self.reader.path, frame=index
+            ) from err
+
+    def _process(self, index: int) -> FrameOutcome:
+        from wsitranscode.dicom.decode import decode_frame
+
+        source = self.reader.read_frame(index)
+        if self.target.compresses_source_bytes:
+            t0 = time.perf_counter()
+            data = self.codec.recompress(source, self.settings)
+            t1 = time.perf_counter()
+            if self.codec.restore_source(data) != source:
+                raise VerificationError(
+                    "recompressed frame does not restore the source bytes exactly"
+                )
+            return FrameOutcome(
+                index, data, len(source), 0.0, True, 0.0, t1 - t0, time.perf_counter() - t1
+            )
+        t0 = time.perf_counter()
+        tile = decode_frame(source, self.source_info)
+        t1 = time.perf_counter()
+        data = self.codec.encode(tile, self.settings)
+        t2 = time.perf_counter()
+        back = decode_frame(data, self.target_info)
+        mse, exact = self._compare(tile, back)
+        return FrameOutcome(
+            index, data, len(source), mse, exact, t1 - t0, t2 - t1, time.perf_counter() - t2
+        )
+
+    def _compare(self, tile: np.ndarray, back: np.ndarray) -> tuple[float, bool]:
+        if back.shape != tile.shape:
+            raise VerificationError(f"decoded shape {back.shape} differs from source {tile.shape}")
+        diff = tile.astype(np.int32) - back.astype(np.int32)
+        mse = float(np.mean(diff * diff))
+        exact = mse == 0.0
+        if not self.target.lossy and not exact:
+            raise VerificationError("lossless target is not pixel-exact")
+        if self.target.lossy and _psnr_from_mse(mse, self.peak) < self.min_psnr:
+            psnr = _psnr_from_mse(mse, self.peak)
+            raise VerificationError(
+                f"PSNR {psnr:.1f} dB is below the verification floor of {self.min_psnr} dB "
+                "(a decoding or colour error; lower --min-psnr only if this quality is intended)"
+            )
+        return mse, exact
+
+
+def ordered_map(
+    pool: ThreadPoolExecutor, fn: Callable[[int], FrameOutcome], count: int, window: int
+) -> Iterator[FrameOutcome]:
+    """Map fn over range(count) in order, with at most `window` frames in flight (back-pressure)."""
+    pending: deque[Future[FrameOutcome]] = deque()
+    next_index = 0
+    try:
+        while next_index < count or pending:
+            while next_index < count and len(pending) < window:
+                pending.append(pool.submit(fn, next_index))
+                next_index += 1
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# One instance
+
+
+@dataclass
+class InstancePlan:
+    instance: Any  # scan.Instance
+    output_name: str
+    uids: Any  # derive.DerivedUIDs
+
+
+def _target_for(codec: Codec, settings: EncodeSettings, samples_per_pixel: int) -> TargetEncoding:
+    target = codec.target(settings)
+    if samples_per_pixel == 1:
+        target = replace(target, photometric="MONOCHROME2")
+    return target
+
+
+def _check_codec_accepts(codec: Codec, target: TargetEncoding, info: Any, path: Path) -> None:
+    reason = codec.unsupported_pixels(info.samples_per_pixel, info.bits_stored)
+    if reason:
+        raise UsageError(reason, path=path)
+    if not codec.accepts_source(info.transfer_syntax_uid):
+        from wsitranscode.dicom.syntaxes import name_of
+
+        raise UsageError(
+            f"codec {codec.name} cannot recode frames in {name_of(info.transfer_syntax_uid)}",
+            path=path,
+        )
+
+
+def recode_instance(
+    plan: InstancePlan,
+    staging_dir: Path,
+    codec: Codec,
+    options: RecodeOptions,
+    pool: ThreadPoolExecutor,
+    progress: ProgressSink,
+    created: datetime,
+) -> InstanceResult:
+    from wsitranscode.dicom.decode import PixelInfo
+    from wsitranscode.dicom.derive import derive_header
+    from wsitranscode.dicom.frames import FrameReader
+    from wsitranscode.dicom.writer import EncapsulatedWriter
+
+    inst = plan.instance
+    result = InstanceResult(
+        source_path=str(inst.path),
+        source_sop_instance_uid=inst.sop_instance_uid,
+        flavor=inst.flavor,
+        frames=inst.number_of_frames,
+        bytes_in=inst.file_size,
+    )
+    started = time.perf_counter()
+    out_path = staging_dir / plan.output_name
+    with FrameReader(inst.path) as reader:
+        info = PixelInfo.from_dataset(reader.header)
+        target = _target_for(codec, options.settings, info.samples_per_pixel)
+        _check_codec_accepts(codec, target, info, inst.path)
+        header, repairs = derive_header(
+            reader.header,
+            target,
+            plan.uids,
+            source_path=inst.path,
+            now=created,
+            software_version=__version__,
+        )
+        result.repairs = repairs
+        target_info = PixelInfo.from_dataset(header)
+        peak = float(2**info.bits_stored - 1)
+        job = FrameJob(
+            reader, codec, options.settings, target, info, target_info, options.min_psnr, peak
+        )
+        window = 4 * options.resolved_workers()
+        sq_error = 0.0
+        worst = (-1.0, None)
+        all_exact = True
+        with EncapsulatedWriter(out_path, header, reader.number_of_frames) as writer:
+            for outcome in ordered_map(pool, job, reader.number_of_frames, window):
+                writer.write_frame(outcome.data)
+                result.pixel_bytes_in += outcome.source_bytes
+                result.pixel_bytes_out += len(outcome.data)
+                result.decode_seconds += outcome.decode_s
+                result.encode_seconds += outcome.encode_s
+                result.verify_seconds += outcome.verify_s
+                sq_error += outcome.mse
+                all_exact = all_exact and outcome.exact
+                if outcome.mse > worst[0]:
+                    worst = (outcome.mse, outcome.index)
+                progress.advance(1)
+            result.uncompressed_bytes = info.frame_bytes() * reader.number_of_frames
+            result.pixels = info.rows * info.columns * reader.number_of_frames
+            ratio = result.uncompressed_bytes / max(result.pixel_bytes_out, 1)
+            writer.commit(ratio)
+    result.compression_ratio = round(ratio, 4)
+    result.exact = all_exact
+    if target.lossy and not target.compresses_source_bytes:
+        result.mse_mean = sq_error / max(inst.number_of_frames, 1)
+        result.peak = peak
+        result.psnr_mean = _finite(_psnr_from_mse(result.mse_mean, peak))
+        result.psnr_min = _finite(_psnr_from_mse(worst[0], peak))
+        result.worst_frame = worst[1]
+    result.sop_instance_uid = plan.uids.sop_instance_uid
+    result.bytes_out = out_path.stat().st_size
+    result.output_path = plan.output_name
+    result.seconds = time.perf_counter() - started
+    result.status = "ok"
+    return result
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: an exact result is reported as None with `exact` true."""
+    return None if math.isinf(value) else round(value, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# One series, and the whole run
+
+
+def _instance_order(instance: Any) -> tuple[int, int, int, str]:
+    flavors = {"VOLUME": 0, "LABEL": 1, "OVERVIEW": 2, "THUMBNAIL": 3}
+    return (
+        flavors.get(instance.flavor, 4),
+        -(instance.total_columns or 0) * (instance.total_rows or 0),
+        instance.concatenation_frame_offset or 0,
+        str(instance.path),
+    )
+
+
+def plan_series(series: Any, options: RecodeOptions) -> tuple[str, list[InstancePlan]]:
+    from wsitranscode.dicom.derive import DerivedUIDs
+
+    fp = json.dumps(options.fingerprint(), sort_keys=True)
+    new_series_uid = derived_uid("series", series.uid, fp)
+    pyramid_uid = derived_uid("pyramid", series.uid, fp)
+    instances = sorted(series.instances, key=_instance_order)
+    if options.only == "volume":
+        instances = [i for i in instances if i.flavor == "VOLUME"]
+    plans = []
+    for n, inst in enumerate(instances, start=1):
+        source_concat = getattr(inst, "concatenation_uid", None)
+        source_concat_sop = getattr(inst, "concatenation_source_uid", None)
+        uids = DerivedUIDs(
+            series_instance_uid=new_series_uid,
+            sop_instance_uid=derived_uid("sop", inst.sop_instance_uid, fp),
+            pyramid_uid=pyramid_uid,
+            concatenation_uid=derived_uid("concat", source_concat, fp) if source_concat else None,
+            concatenation_source_uid=(
+                derived_uid("sop", source_concat_sop, fp) if source_concat_sop else None
+            ),
+        )
+        plans.append(InstancePlan(inst, f"{n:03d}-{inst.flavor.lower()}.dcm", uids))
+    return new_series_uid, plans
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SeriesRecoder:
+    """Recodes one series into a staging folder and publishes it whole, or not at all."""
+
+    def __init__(self, run: _Run, series: Any):
+        self.run = run
+        self.series = series
+        self.result = SeriesResult(
+            series_instance_uid=series.uid,
+            patient_id=str(series.patient_id or ""),
+            study_instance_uid=str(series.study_uid or ""),
+        )
+        self.staging: Path | None = None
+
+    def __call__(self) -> SeriesResult:
+        started = time.perf_counter()
+        try:
+            self._recode()
+        except WsiTranscodeError as err:
+            self._fail(err.one_line())
+        except OSError as err:
+            self._fail(f"{err.filename or self.run.output}: {err.strerror or err}")
+        finally:
+            self.result.seconds = round(time.perf_counter() - started, 3)
+        return self.result
+
+    def _fail(self, message: str) -> None:
+        self.result.status = "failed"
+        self.result.error = message
+        if self.staging is not None and self.staging.exists():
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _recode(self) -> None:
+        run = self.run
+        if self.series.problems:
+            raise InvalidInputError("; ".join(self.series.problems))
+        new_uid, plans = plan_series(self.series, run.options)
+        self.result.new_series_instance_uid = new_uid
+        final_dir = run.output / new_uid
+        self.result.output_dir = new_uid
+        if final_dir.exists():
+            if self._already_done(plans, final_dir):
+                return
+            if not run.options.overwrite:
+                raise UsageError(
+                    f"output {final_dir} already exists and is not a complete earlier run of the "
+                    "same recode; use --overwrite to replace it"
+                )
+            shutil.rmtree(final_dir)
+        self.staging = run.output / (STAGING_PREFIX + new_uid)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        run.progress.start_series(self.series.uid, sum(p.instance.number_of_frames for p in plans))
+        for plan in plans:
+            self.result.instances.append(self._instance(plan))
+            run.checkpoint()
+            failed = self.result.instances[-1]
+            if failed.status == "failed":
+                raise WsiTranscodeError(failed.error or "instance failed")
+        os.replace(self.staging, final_dir)
+        _fsync_dir(run.output)
+        self.staging = None
+        self.result.status = "ok"
+        run.progress.end_series(self.series.uid, "ok")
+
+    def _already_done(self, plans: list[InstancePlan], final_dir: Path) -> bool:
+        done = self.run.done
+        rows = []
+        for plan in plans:
+            row = done.get(plan.instance.sop_instance_uid + "|" + str(plan.instance.path))
+            out = final_dir / plan.output_name
+            if row is None or not out.exists() or out.stat().st_size != row.get("bytes_out"):
+                return False
+            rows.append(row)
+        self.result.instances = [_instance_from_row(r) for r in rows]
+        self.result.status = "done-before"
+        self.run.progress.advance(sum(p.instance.number_of_frames for p in plans))
+        return True
+
+    def _instance(self, plan: InstancePlan) -> InstanceResult:
+        assert self.staging is not None
+        row = self.run.done.get(plan.instance.sop_instance_uid + "|" + str(plan.instance.path))
+        out = self.staging / plan.output_name
+        reusable = row and not self.run.options.overwrite and out.exists()
+        if reusable and out.stat().st_size == row.get("bytes_out"):
+            self.run.progress.advance(plan.instance.number_of_frames)
+            return _instance_from_row(row)
+        try:
+            return recode_instance(
+                plan,
+                self.staging,
+                self.run.codec,
+                self.run.options,
+                self.run.pool,
+                self.run.progress,
+                self.run.created,
+            )
+        except WsiTranscodeError as err:
+            return _failed_instance(plan, err.one_line())
+        except OSError as err:
+            return _failed_instance(
+                plan, f"{err.filename or plan.instance.path}: {err.strerror or err}"
+            )
+
+
+def _instance_from_row(row: dict[str, Any]) -> InstanceResult:
+    known = {f for f in InstanceResult.__dataclass_fields__}
+    result = InstanceResult(**{k: v for k, v in row.items() if k in known})
+    result.status = "done-before"
+    return result
+
+
+def _failed_instance(plan: InstancePlan, message: str) -> InstanceResult:
+    inst = plan.instance
+    return InstanceResult(
+        source_path=str(inst.path),
+        source_sop_instance_uid=inst.sop_instance_uid,
+        flavor=inst.flavor,
+        frames=inst.number_of_frames,
+        bytes_in=inst.file_size,
+        status="failed",
+        error=message,
+    )
+
+
+class _Run:
+    """State shared by the series of one run: options, codec, pool, record, progress."""
+
+    def __init__(
+        self, input_path: Path, output: Path, options: RecodeOptions, progress: ProgressSink
+    ):
+        self.input = input_path
+        self.output = output
+        self.options = options
+        self.progress = progress
+        self.codec = get_codec(options.codec)
+        self.record = RunRecord(output / RUN_RECORD_NAME)
+        self.done: dict[str, dict[str, Any]] = {}
+        self.series_results: list[SeriesResult] = []
+        self.skipped: list[dict[str, str]] = []
+        self.warnings: list[str] = []
+        self.started = datetime.now(UTC).replace(microsecond=0).isoformat()
+        self.created = run_timestamp(options)
+        self.pool: ThreadPoolExecutor
+
+    def prepare(self) -> None:
+        available, why = self.codec.available()
+        if not available:
+            raise UsageError(f"codec {self.codec.name} is not available here: {why}")
+        target = self.codec.target(self.options.settings)
+        if target.private:
+            self.warnings.append(
+                f"{self.codec.name} has no DICOM transfer syntax: the output uses the private "
+                f"transfer syntax {target.transfer_syntax_uid}, which validators, viewers and PACS "
+                "reject; use `wsitranscode export` to get back to a standard one"
+            )
+        if self.record.data:
+            if self.options.overwrite:
+                self.record.data = {}
+            elif self.record.fingerprint() != self.options.fingerprint():
+                raise UsageError(
+                    f"{self.output} holds a run with other options ({self.record.fingerprint()}); "
+                    "use another output folder or --overwrite"
+                )
+            else:
+                self.done = self.record.done_instances()
+                self.created = self.record.created() or self.created
+
+    def options_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.options.fingerprint(),
+            "workers": self.options.resolved_workers(),
+            "min_psnr": self.options.min_psnr,
+            "timestamp": self.created.isoformat(),
+        }
+
+    def result(self) -> RunResult:
+        return RunResult(
+            input=str(self.input),
+            output=str(self.output),
+            options=self.options_json(),
+            series=self.series_results,
+            skipped_files=self.skipped,
+            started=self.started,
+            finished=datetime.now(UTC).replace(microsecond=0).isoformat(),
+            record_path=str(self.record.path),
+            warnings=self.warnings,
+        )
+
+    def checkpoint(self) -> None:
+        self.record.write(self.result().to_json())
+
+
+def recode(
+    input_path: Path,
+    output: Path,
+    options: RecodeOptions,
+    progress: ProgressSink | None = None,
+    on_scanned: Callable[[Any], None] | None = None,
+) -> RunResult:
+    """Recode every WSI series under `input_path` into `output`. See the module docstring."""
+    from wsitranscode.dicom.scan import scan
+
+    input_path, output = Path(input_path), Path(output)
+    check_paths(input_path, output)
+    output.mkdir(parents=True, exist_ok=True)
+    run = _Run(input_path, output, options, progress or NullProgress())
+    run.prepare()
+    scanned = scan(input_path)
+    run.skipped = [{"path": str(s.path), "reason": s.reason} for s in scanned.skipped]
+    if on_scanned is not None:
+        on_scanned(scanned)
+    with ThreadPoolExecutor(max_workers=options.resolved_workers()) as pool:
+        run.pool = pool
+        for series in scanned.series:
+            recoder = SeriesRecoder(run, series)
+            run.series_results.append(recoder.result)
+            recoder()
+            if recoder.result.status == "failed":
+                run.progress.end_series(series.uid, "failed")
+            run.checkpoint()
+    result = run.result()
+    run.record.write(result.to_json())
+    return result
