@@ -56,7 +56,7 @@ class Codec(ABC):
         """Decode bytes written by `encode` (or `recompress`) back to pixels."""
 
     def unsupported_pixels(self, samples_per_pixel: int, bits_stored: int) -> str | None:
-        """None when this codec can encode such pixels, else a one-line reason and an alternative."""
+        """None when this codec can encode such pixels, else a one-line reason and alternative."""
         return None
 
     def accepts_source(self, transfer_syntax_uid: str) -> bool:
