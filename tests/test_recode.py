@@ -1,0 +1,224 @@
+"""End-to-end recode: conformance (dciodvfy), third-party readers, derived header, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from tests.dicom_checks import dciodvfy_errors
+from wsitranscode.cli import main
+from wsitranscode.codecs.base import EncodeSettings
+from wsitranscode.recode import RUN_RECORD_NAME, RecodeOptions, recode
+
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+# (codec, lossless, expected transfer syntax, expected photometric)
+TARGETS = [
+    ("jpeg", False, "1.2.840.10008.1.2.4.50", "YBR_FULL_422"),
+    ("jxl", False, "1.2.840.10008.1.2.4.112", "RGB"),
+    ("jxl", True, "1.2.840.10008.1.2.4.110", "RGB"),
+    ("j2k", False, "1.2.840.10008.1.2.4.91", "YBR_ICT"),
+    ("j2k", True, "1.2.840.10008.1.2.4.90", "YBR_RCT"),
+    ("htj2k", False, "1.2.840.10008.1.2.4.203", "YBR_ICT"),
+    ("htj2k", True, "1.2.840.10008.1.2.4.201", "YBR_RCT"),
+    ("webp", False, None, "RGB"),
+]
+
+
+def _outputs(out: Path) -> list[Path]:
+    return sorted(p for p in out.rglob("*.dcm") if not p.parent.name.startswith(".partial"))
+
+
+def _recode(src: Path, out: Path, codec: str, *extra: str) -> int:
+    return main(["recode", str(src), "-o", str(out), "--codec", codec, "--workers", "2", *extra])
+
+
+@pytest.fixture(scope="module")
+def native_slide(wsi_factory):
+    return wsi_factory(
+        "recode-native", transfer_syntax=EXPLICIT, levels=2, label=True, thumbnail=True
+    )
+
+
+@pytest.mark.parametrize(("codec", "lossless", "syntax", "photometric"), TARGETS)
+def test_every_codec_gives_valid_readable_dicom(
+    native_slide, tmp_path, codec, lossless, syntax, photometric
+):
+    out = tmp_path / "out"
+    args = ["--lossless"] if lossless else ["--q", "80"]
+    assert _recode(native_slide, out, codec, *args) == 0
+    sources = sorted(native_slide.rglob("*.dcm"))
+    outputs = _outputs(out)
+    assert len(outputs) == len(sources)
+    for path in outputs:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if syntax is not None:
+            assert ds.file_meta.TransferSyntaxUID == syntax
+            assert dciodvfy_errors(path) == [], path
+        else:
+            assert "NON-STANDARD" in ds.SeriesDescription.upper()
+        assert ds.PhotometricInterpretation == photometric
+        assert ds.ImageType[0] == "DERIVED"
+        assert ds.LossyImageCompression == ("00" if lossless else "01")
+    _assert_same_pyramid(native_slide, out, check_wsidicom=syntax is not None)
+
+
+def _assert_same_pyramid(src: Path, out: Path, check_wsidicom: bool) -> None:
+    def geometry(folder: Path) -> list[tuple]:
+        rows = []
+        for path in sorted(folder.rglob("*.dcm")):
+            if path.parent.name.startswith(".partial"):
+                continue
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            rows.append(
+                (
+                    ds.ImageType[2],
+                    ds.TotalPixelMatrixColumns,
+                    ds.TotalPixelMatrixRows,
+                    ds.Columns,
+                    ds.Rows,
+                    int(ds.NumberOfFrames),
+                )
+            )
+        return sorted(rows)
+
+    assert geometry(src) == geometry(out)
+    if check_wsidicom:
+        from wsidicom import WsiDicom
+
+        series_dir = next(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+        with WsiDicom.open(src) as before, WsiDicom.open(series_dir) as after:
+            assert [lv.size.to_tuple() for lv in before.levels] == [
+                lv.size.to_tuple() for lv in after.levels
+            ]
+            tile = after.read_tile(0, (0, 0))
+            assert tile.size == before.read_tile(0, (0, 0)).size
+
+
+def test_outputs_decode_through_pydicom_and_highdicom(native_slide, tmp_path):
+    import highdicom as hd
+
+    from wsitranscode.dicom.syntaxes import register_with_pydicom
+
+    register_with_pydicom()
+    out = tmp_path / "out"
+    assert _recode(native_slide, out, "jxl", "--lossless") == 0
+    for src_path, out_path in zip(sorted(native_slide.rglob("*.dcm")), _outputs(out), strict=True):
+        src = pydicom.dcmread(src_path)
+        dst = pydicom.dcmread(out_path)
+        np.testing.assert_array_equal(src.pixel_array, dst.pixel_array)
+        image = hd.imread(out_path)
+        assert image.number_of_frames == int(src.NumberOfFrames)
+
+
+def test_derived_header_references_its_source(native_slide, tmp_path):
+    out = tmp_path / "out"
+    assert _recode(native_slide, out, "jxl", "--q", "85") == 0
+    src = {
+        pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p
+        for p in native_slide.rglob("*.dcm")
+    }
+    series_uids = set()
+    for path in _outputs(out):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ref = ds.SourceImageSequence[0]
+        source = pydicom.dcmread(src[ref.ReferencedSOPInstanceUID], stop_before_pixels=True)
+        assert ds.SOPInstanceUID != source.SOPInstanceUID
+        assert ds.SeriesInstanceUID != source.SeriesInstanceUID
+        assert ds.PyramidUID != source.get("PyramidUID")
+        assert ds.StudyInstanceUID == source.StudyInstanceUID
+        assert ds.FrameOfReferenceUID == source.FrameOfReferenceUID
+        assert ref.PurposeOfReferenceCodeSequence[0].CodeValue == "121320"
+        assert ds.DerivationCodeSequence[0].CodeValue == "113040"
+        assert _values(ds, "LossyImageCompressionMethod")[-1] == "ISO_18181_1"
+        assert float(_values(ds, "LossyImageCompressionRatio")[-1]) > 1.0
+        series_uids.add(ds.SeriesInstanceUID)
+    assert len(series_uids) == 1
+
+
+def _values(ds: pydicom.Dataset, keyword: str) -> list:
+    value = ds[keyword].value
+    return list(value) if ds[keyword].VM > 1 else [value]
+
+
+def test_output_bytes_do_not_depend_on_workers(native_slide, tmp_path):
+    one, two = tmp_path / "w1", tmp_path / "w2"
+    options = dict(codec="jxl", settings=EncodeSettings(quality=80))
+    from datetime import UTC, datetime
+
+    fixed = datetime(2026, 1, 1, tzinfo=UTC)
+    recode(native_slide, one, RecodeOptions(workers=1, timestamp=fixed, **options))
+    recode(native_slide, two, RecodeOptions(workers=2, timestamp=fixed, **options))
+    a, b = _outputs(one), _outputs(two)
+    assert [p.relative_to(one) for p in a] == [p.relative_to(two) for p in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.read_bytes() == y.read_bytes(), x.name
+
+
+def test_jxl_recompress_restores_jpeg_bytes(wsi_factory, tmp_path):
+    from wsitranscode.codecs.base import get_codec
+    from wsitranscode.dicom.frames import FrameReader
+
+    src = wsi_factory("recode-jpeg", transfer_syntax=JPEG_BASELINE, levels=2, label=False)
+    out = tmp_path / "out"
+    assert _recode(src, out, "jxl-recompress") == 0
+    codec = get_codec("jxl-recompress")
+    pairs = zip(sorted(src.rglob("*.dcm")), _outputs(out), strict=True)
+    for src_path, out_path in pairs:
+        assert dciodvfy_errors(out_path) == []
+        with FrameReader(src_path) as a, FrameReader(out_path) as b:
+            assert b.transfer_syntax_uid == "1.2.840.10008.1.2.4.111"
+            for i in range(a.number_of_frames):
+                assert codec.restore_source(b.read_frame(i)) == a.read_frame(i)
+        assert out_path.stat().st_size < src_path.stat().st_size
+
+
+def test_run_record_and_json(native_slide, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _recode(native_slide, out, "webp", "--q", "70", "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    assert printed["series"][0]["summary"] == record["series"][0]["summary"]
+    series = record["series"][0]
+    assert series["status"] == "ok"
+    for inst in series["instances"]:
+        assert inst["status"] == "ok"
+        assert (
+            inst["bytes_out"] == (out / series["output_dir"] / inst["output_path"]).stat().st_size
+        )
+        assert inst["psnr_mean"] is None or 25 < inst["psnr_mean"] < 60
+        assert inst["compression_ratio"] > 1
+    assert record["warnings"] and "private transfer syntax" in record["warnings"][0]
+
+
+def test_rerun_resumes_and_overwrite_redoes(native_slide, tmp_path):
+    out = tmp_path / "out"
+    assert _recode(native_slide, out, "jxl") == 0
+    first = {p: p.stat().st_mtime_ns for p in _outputs(out)}
+    assert _recode(native_slide, out, "jxl") == 0
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    assert record["series"][0]["status"] == "done-before"
+    assert {p: p.stat().st_mtime_ns for p in _outputs(out)} == first
+    assert _recode(native_slide, out, "jpeg") == 2  # other options into the same folder
+    assert _recode(native_slide, out, "jxl", "--overwrite") == 0
+    assert all(p.stat().st_mtime_ns != first[p] for p in _outputs(out))
+
+
+def test_help_does_not_import_heavy_modules():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from wsitranscode.cli import main\n"
+        "try: main(['recode', '--help'])\nexcept SystemExit: pass\n"
+        "heavy = [m for m in ('torch', 'compressai', 'idc_index', 'pandas') if m in sys.modules]\n"
+        "print('HEAVY=' + ','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "usage: wsitranscode recode" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY="
