@@ -743,7 +743,12 @@ class _Run:
         )
 
     def checkpoint(self) -> None:
-        self.record.write(self.result().to_json())
+        try:
+            self.record.write(self.result().to_json())
+        except OSError as err:
+            message = f"run record {self.record.path} could not be written: {err.strerror or err}"
+            if message not in self.warnings:
+                self.warnings.append(message)
 
 
 def recode(
@@ -774,6 +779,5 @@ def recode(
             if recoder.result.status == "failed":
                 run.progress.end_series(series.uid, "failed")
             run.checkpoint()
-    result = run.result()
-    run.record.write(result.to_json())
-    return result
+    run.checkpoint()
+    return run.result()

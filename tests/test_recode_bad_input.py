@@ -1,0 +1,182 @@
+"""Bad input: one clear line naming the file (and frame), the series failed, the rest of the batch
+done, nothing partial on disk, and the inputs byte-identical afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from wsitranscode.cli import main
+from wsitranscode.recode import RUN_RECORD_NAME
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def batch(wsi_factory, tmp_path):
+    """A folder with two good series; each test spoils one of them (a copy, never the cache)."""
+    folder = tmp_path / "in"
+    for name, seed in (("good", 11), ("spoiled", 12)):
+        src = wsi_factory(f"bad-input-{name}", transfer_syntax=JPEG_BASELINE, levels=2, seed=seed)
+        shutil.copytree(src, folder / name)
+    return folder
+
+
+def _run(folder: Path, out: Path, *extra: str) -> tuple[int, dict]:
+    code = main(["recode", str(folder), "-o", str(out), "--codec", "jxl", "--workers", "2", *extra])
+    record_path = out / RUN_RECORD_NAME
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    return code, record
+
+
+def _by_status(record: dict) -> dict[str, list[dict]]:
+    result: dict[str, list[dict]] = {}
+    for series in record["series"]:
+        result.setdefault(series["status"], []).append(series)
+    return result
+
+
+def _assert_one_failed_one_ok(code: int, record: dict, out: Path, must_name: str) -> str:
+    assert code == 1
+    status = _by_status(record)
+    assert len(status["ok"]) == 1 and len(status["failed"]) == 1
+    error = status["failed"][0]["error"]
+    assert "\n" not in error and must_name in error
+    published = [p for p in out.iterdir() if p.is_dir()]
+    assert [p.name for p in published] == [status["ok"][0]["output_dir"]]  # nothing partial
+    return error
+
+
+def _first_file(folder: Path) -> Path:
+    return sorted(folder.rglob("*.dcm"))[0]
+
+
+def test_non_dicom_files_are_skipped_and_counted(batch, tmp_path):
+    (batch / "good" / "notes.txt").write_text("not dicom")
+    (batch / "good" / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
+    before = _hashes(batch)
+    code, record = _run(batch, tmp_path / "out")
+    assert code == 0
+    assert {Path(s["path"]).name for s in record["skipped_files"]} >= {"notes.txt", "DICOMDIR"}
+    assert _hashes(batch) == before
+
+
+def test_truncated_file_fails_its_series_only(batch, tmp_path):
+    victim = _first_file(batch / "spoiled")
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) * 2 // 3])
+    before = _hashes(batch)
+    code, record = _run(batch, tmp_path / "out")
+    _assert_one_failed_one_ok(code, record, tmp_path / "out", victim.name)
+    assert _hashes(batch) == before
+
+
+def test_frame_that_does_not_decode_is_named(batch, tmp_path):
+    from wsitranscode.dicom.frames import FrameReader
+
+    victim = _first_file(batch / "spoiled")
+    with FrameReader(victim) as reader:
+        frame = reader.read_frame(1)
+    data = bytearray(victim.read_bytes())
+    start = data.index(frame)
+    data[start + 2 : start + len(frame) - 2] = b"\x00" * (len(frame) - 4)  # SOI kept, body wiped
+    victim.write_bytes(bytes(data))
+    code, record = _run(batch, tmp_path / "out")
+    error = _assert_one_failed_one_ok(code, record, tmp_path / "out", victim.name)
+    assert "frame 1" in error
+
+
+def _rewrite(path: Path, edit) -> None:
+    ds = pydicom.dcmread(path)
+    edit(ds)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_missing_geometry_attribute(batch, tmp_path):
+    victim = _first_file(batch / "spoiled")
+    _rewrite(victim, lambda ds: delattr(ds, "TotalPixelMatrixColumns"))
+    code, record = _run(batch, tmp_path / "out")
+    error = _assert_one_failed_one_ok(code, record, tmp_path / "out", victim.name)
+    assert "TotalPixelMatrixColumns" in error
+
+
+def test_unsupported_transfer_syntax(batch, tmp_path):
+    victim = _first_file(batch / "spoiled")
+
+    def to_mpeg2(ds):
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
+
+    _rewrite(victim, to_mpeg2)
+    code, record = _run(batch, tmp_path / "out")
+    error = _assert_one_failed_one_ok(code, record, tmp_path / "out", victim.name)
+    assert "MPEG" in error or "1.2.840.10008.1.2.4.100" in error
+
+
+def test_conflicting_instances_of_one_series(batch, tmp_path):
+    victim = _first_file(batch / "spoiled")
+    twin = victim.with_name("twin.dcm")
+    shutil.copy(victim, twin)
+    _rewrite(twin, lambda ds: setattr(ds, "StudyInstanceUID", pydicom.uid.generate_uid()))
+    code, record = _run(batch, tmp_path / "out")
+    _assert_one_failed_one_ok(code, record, tmp_path / "out", "twin.dcm")
+
+
+def test_output_inside_input_is_refused(batch):
+    before = _hashes(batch)
+    code = main(["recode", str(batch), "-o", str(batch / "out"), "--codec", "jxl"])
+    assert code == 2
+    assert not (batch / "out").exists()
+    assert _hashes(batch) == before
+
+
+def test_existing_output_without_overwrite(batch, tmp_path):
+    out = tmp_path / "out"
+    assert _run(batch, out)[0] == 0
+    (out / RUN_RECORD_NAME).unlink()  # outputs that this run did not record
+    code, record = _run(batch, out)
+    assert code == 1
+    assert all("--overwrite" in s["error"] for s in record["series"])
+    assert _run(batch, out, "--overwrite")[0] == 0
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)], capture_output=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {proc.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_full_disk_leaves_nothing_partial(batch, tiny_disk, capsys):
+    before = _hashes(batch)
+    out = tiny_disk / "out"
+    code = main(["recode", str(batch), "-o", str(out), "--codec", "jxl", "--lossless", "--json"])
+    assert code == 1
+    result = json.loads(capsys.readouterr().out)
+    failed = [s for s in result["series"] if s["status"] == "failed"]
+    assert failed and all("space" in s["error"].lower() for s in failed)
+    assert not [p for p in out.iterdir() if p.name.startswith(".partial")]
+    assert not [p for p in out.rglob(".*") if p.is_file()]
+    ok_dirs = {s["output_dir"] for s in result["series"] if s["status"] == "ok"}
+    assert {p.name for p in out.iterdir() if p.is_dir()} == ok_dirs
+    assert _hashes(batch) == before
