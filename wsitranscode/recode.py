@@ -278,8 +278,12 @@ class RunRecord:
 
     def write(self, payload: dict[str, Any]) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(payload, indent=1, default=str, allow_nan=False))
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps(payload, indent=1, default=str, allow_nan=False))
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         self.data = payload
 
 
