@@ -486,7 +486,10 @@ def recode_instance(
                 if outcome.mse > worst[0]:
                     worst = (outcome.mse, outcome.index)
                 progress.advance(1)
-            result.uncompressed_bytes = info.frame_bytes() * reader.number_of_frames
+            frame_bytes = (
+                info.rows * info.columns * info.samples_per_pixel * info.bits_allocated // 8
+            )
+            result.uncompressed_bytes = frame_bytes * reader.number_of_frames
             result.pixels = info.rows * info.columns * reader.number_of_frames
             ratio = result.uncompressed_bytes / max(result.pixel_bytes_out, 1)
             writer.commit(ratio)
@@ -655,6 +658,8 @@ class SeriesRecoder:
                 self.run.created,
             )
         except WsiTranscodeError as err:
+            if err.path is None:
+                err = type(err)(err.message, path=plan.instance.path, frame=err.frame)
             return _failed_instance(plan, err.one_line())
         except OSError as err:
             return _failed_instance(
