@@ -9,15 +9,18 @@ from typing import Any
 
 from rich.console import Console
 
+# Tables printed into a pipe or a log file would wrap at rich's default of 80 columns.
+_PIPE_WIDTH = 160
+
 
 @cache
 def console_out() -> Console:
-    return Console(highlight=False)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
 
 
 @cache
 def console_err() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 
 
 def print_json(payload: Any) -> None:
