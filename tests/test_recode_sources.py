@@ -1,4 +1,4 @@
-"""Every source transfer syntax and layout recodes; the real third-party files recode in every codec.
+"""Every source syntax and layout recodes; real third-party files recode in every codec.
 
 Pixels are compared frame by frame with the source decoded by pydicom's own decoders where it has
 one, so a mistake shared by our reader and our decoder cannot hide. `dciodvfy` must find no error
