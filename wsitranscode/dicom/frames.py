@@ -372,8 +372,8 @@ class FrameReader:
     def _index_from_extended_offsets(self, first_fragment: int) -> None:
         offsets_raw = self.header.get("ExtendedOffsetTable")
         lengths_raw = self.header.get("ExtendedOffsetTableLengths")
-        offsets = _unpack_uint64(offsets_raw.value)
-        lengths = _unpack_uint64(lengths_raw.value if lengths_raw is not None else b"")
+        offsets = _unpack_uint64(offsets_raw)
+        lengths = _unpack_uint64(lengths_raw)
         if len(offsets) != self.number_of_frames or len(lengths) != self.number_of_frames:
             raise InvalidInputError(
                 f"Extended Offset Table has {len(offsets)} offsets and {len(lengths)} lengths for "
