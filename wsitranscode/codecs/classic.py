@@ -312,6 +312,15 @@ def j2k_is_reversible(data: bytes) -> bool:
     return header[pos + 13] == 1
 
 
+def j2k_codeblock_style(data: bytes) -> int:
+    """The code-block style byte of the COD marker (0x40: HT code-blocks, ISO 15444-15)."""
+    header = _codestream_main_header(data)
+    pos = header.find(b"\xff\x52")
+    if pos < 0 or pos + 13 > len(header):
+        return 0
+    return header[pos + 12]
+
+
 def htj2k_capabilities(data: bytes) -> int | None:
     """The Ccap15 word of the CAP marker (HTJ2K, ISO 15444-15), or None without a Part 15 CAP."""
     header = _codestream_main_header(data)
@@ -324,7 +333,7 @@ def htj2k_capabilities(data: bytes) -> int | None:
         return None
     # Ccap words follow Pcap in the order of the parts whose bits are set; Part 15 is the only
     # one OpenJPH writes, but count the earlier ones to be safe.
-    index = bin(pcap >> (32 - 14)).count("1") if pcap >> (32 - 14) else 0
+    index = bin(pcap >> (32 - 14)).count("1")
     start = pos + 8 + 2 * index
     return int.from_bytes(header[start : start + 2], "big")
 
