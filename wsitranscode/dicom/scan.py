@@ -326,6 +326,8 @@ def _read_instance(
         meta = read_partial(handle, stop_when=lambda tag, vr, length: True).file_meta
     except Exception as exc:  # pydicom raises many types on damaged files
         return SkippedFile(path, f"unreadable: file meta ({_short(exc)})")
+    if not meta.get("TransferSyntaxUID"):
+        return SkippedFile(path, "unreadable: incomplete file meta (no TransferSyntaxUID)")
     media_class = str(meta.get("MediaStorageSOPClassUID", ""))
     if media_class == MEDIA_STORAGE_DIRECTORY_SOP_CLASS or path.name.upper() == "DICOMDIR":
         return SkippedFile(path, "DICOMDIR: a media directory, not an image")
@@ -336,13 +338,21 @@ def _read_instance(
         ds = read_partial(handle, stop_when=_at_functional_groups_or_pixels)
     except Exception as exc:
         return _unreadable(path, handle, exc)
+    file_size = os.fstat(handle.fileno()).st_size
     sop_class = str(ds.get("SOPClassUID", media_class))
+    if not sop_class:
+        return SkippedFile(path, "unreadable: no SOPClassUID")
     if sop_class != VL_WSI_SOP_CLASS:
         return SkippedFile(path, f"not VL WSI: {_sop_class_name(sop_class)}")
     series_uid = _text(ds, "SeriesInstanceUID")
     if not series_uid:
         return SkippedFile(path, "unreadable: no SeriesInstanceUID")
-    instance = _instance_from_header(path, ds, os.fstat(handle.fileno()).st_size)
+    deflated = str(meta.get("TransferSyntaxUID")) == _DEFLATED  # pydicom inflates in memory
+    if handle.tell() >= file_size and not deflated:  # the end came before Pixel Data
+        return _Unreadable(
+            path, series_uid, f"truncated: the header ends at byte {file_size}, no Pixel Data"
+        )
+    instance = _instance_from_header(path, ds, file_size)
     problems = _header_problems(path, ds, instance)
     if not problems:
         truncation = _pixel_data_problem(path, handle, instance)
