@@ -1,0 +1,153 @@
+"""Full-reference image metrics on 8-bit RGB tiles: PSNR, SSIM and MS-SSIM (numpy and scipy only).
+
+Definitions, chosen so that results can be checked against the usual references:
+
+- PSNR: 10 log10(255^2 / MSE) with the MSE over all pixels and channels (scikit-image's
+  `peak_signal_noise_ratio(..., data_range=255)`); identical tiles give `math.inf`.
+- SSIM: Wang et al. 2004 with an 11-tap Gaussian window (sigma 1.5), K1 0.01, K2 0.03, population
+  (not sample) covariance, averaged over the window positions that lie entirely inside the tile
+  and then over the channels. This is scikit-image's `structural_similarity(...,
+  gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255,
+  channel_axis=-1)` and pytorch-msssim's `ssim(..., data_range=255)`.
+- MS-SSIM: Wang et al. 2003 as implemented by pytorch-msssim's `ms_ssim`: five scales with the
+  weights 0.0448, 0.2856, 0.3001, 0.2363, 0.1333; between scales a 2x2 average pool (odd sides
+  zero-padded on both sides, padding counted); contrast-structure terms clipped at 0; the product
+  is taken per channel, then averaged over channels.
+
+Tiles too small for a definition are not measured with a changed definition: `ssim` needs both
+sides >= 11 px and `ms_ssim` needs both sides >= 161 px (the fifth scale must still hold the
+11 px window; pytorch-msssim asserts the same). Smaller tiles raise `MetricNotApplicable`, which
+reports carry as "not measured" with that reason.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.ndimage import correlate1d
+
+WINDOW_SIZE = 11
+WINDOW_SIGMA = 1.5
+K1 = 0.01
+K2 = 0.03
+DATA_RANGE = 255.0
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+SSIM_MIN_SIDE = WINDOW_SIZE
+MS_SSIM_MIN_SIDE = (WINDOW_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1  # 161
+
+
+class MetricNotApplicable(ValueError):
+    """The metric is not defined for this input (a tile too small, say); `str()` says why."""
+
+
+def to_rgb8(tile: np.ndarray, bits_stored: int | None = None) -> np.ndarray:
+    """HxWx3 uint8 from an HxW, HxWx1 or HxWx3 tile of uint8 or uint16 samples.
+
+    Monochrome is repeated into three channels; samples with more than 8 bits stored are shifted
+    down to their 8 most significant bits (`bits_stored` defaults to the dtype's width).
+    """
+    array = np.asarray(tile)
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
+    if array.ndim != 3 or array.shape[2] not in (1, 3):
+        raise ValueError(f"expected an HxW, HxWx1 or HxWx3 tile, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if array.dtype.kind not in "ui":
+            raise ValueError(f"expected integer samples, got {array.dtype}")
+        bits = bits_stored or array.dtype.itemsize * 8
+        array = (array.astype(np.uint32) >> max(bits - 8, 0)).clip(0, 255).astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return array
+
+
+def psnr(original: np.ndarray, recoded: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of two 8-bit tiles; `math.inf` when identical."""
+    mse = mean_squared_error(original, recoded)
+    if mse == 0:
+        return math.inf
+    return float(10.0 * math.log10(DATA_RANGE**2 / mse))
+
+
+def mean_squared_error(original: np.ndarray, recoded: np.ndarray) -> float:
+    a, b = _as_float_pair(original, recoded)
+    return float(np.mean((a - b) ** 2))
+
+
+def ssim(original: np.ndarray, recoded: np.ndarray) -> float:
+    """Mean structural similarity of two 8-bit tiles (Gaussian window, see module doc)."""
+    a, b = _as_float_pair(original, recoded)
+    _require_min_side(a, SSIM_MIN_SIDE, "SSIM")
+    ssim_per_channel, _ = _ssim_and_contrast_structure(a, b)
+    return float(ssim_per_channel.mean())
+
+
+def ms_ssim(original: np.ndarray, recoded: np.ndarray) -> float:
+    """Five-scale MS-SSIM of two 8-bit tiles, as pytorch-msssim's `ms_ssim` (see module doc)."""
+    a, b = _as_float_pair(original, recoded)
+    _require_min_side(a, MS_SSIM_MIN_SIDE, "five-scale MS-SSIM")
+    weights = np.asarray(MS_SSIM_WEIGHTS)
+    contrast_structure = []
+    for scale in range(len(weights)):
+        ssim_per_channel, cs_per_channel = _ssim_and_contrast_structure(a, b)
+        if scale < len(weights) - 1:
+            contrast_structure.append(np.maximum(cs_per_channel, 0.0))
+            a, b = _average_pool_2x2(a), _average_pool_2x2(b)
+    terms = np.stack([*contrast_structure, np.maximum(ssim_per_channel, 0.0)])  # (scale, channel)
+    per_channel = np.prod(terms ** weights[:, np.newaxis], axis=0)
+    return float(per_channel.mean())
+
+
+def _as_float_pair(original: np.ndarray, recoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = to_rgb8(original), to_rgb8(recoded)
+    if a.shape != b.shape:
+        raise ValueError(f"tiles differ in shape: {a.shape} and {b.shape}")
+    return a.astype(np.float64), b.astype(np.float64)
+
+
+def _require_min_side(tile: np.ndarray, min_side: int, name: str) -> None:
+    height, width = tile.shape[:2]
+    if min(height, width) < min_side:
+        raise MetricNotApplicable(
+            f"tile {width}x{height} is smaller than {name}'s minimum of {min_side} px per side"
+        )
+
+
+def _gaussian_window() -> np.ndarray:
+    coords = np.arange(WINDOW_SIZE, dtype=np.float64) - WINDOW_SIZE // 2
+    window = np.exp(-(coords**2) / (2 * WINDOW_SIGMA**2))
+    return window / window.sum()
+
+
+def _filter_valid(stack: np.ndarray) -> np.ndarray:
+    """Gaussian-weighted local means over the window positions inside the tile (axes 1 and 2)."""
+    window = _gaussian_window()
+    radius = WINDOW_SIZE // 2
+    out = correlate1d(stack, window, axis=1, mode="constant")
+    out = correlate1d(out, window, axis=2, mode="constant")
+    return out[:, radius : stack.shape[1] - radius, radius : stack.shape[2] - radius]
+
+
+def _ssim_and_contrast_structure(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel means of the SSIM map and of its contrast-structure factor."""
+    c1 = (K1 * DATA_RANGE) ** 2
+    c2 = (K2 * DATA_RANGE) ** 2
+    mu_a, mu_b, mean_aa, mean_bb, mean_ab = _filter_valid(np.stack([a, b, a * a, b * b, a * b]))
+    var_a = mean_aa - mu_a**2
+    var_b = mean_bb - mu_b**2
+    cov_ab = mean_ab - mu_a * mu_b
+    cs_map = (2 * cov_ab + c2) / (var_a + var_b + c2)
+    ssim_map = ((2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)) * cs_map
+    return ssim_map.mean(axis=(0, 1)), cs_map.mean(axis=(0, 1))
+
+
+def _average_pool_2x2(tile: np.ndarray) -> np.ndarray:
+    """torch's avg_pool2d(kernel 2, padding = side % 2), zero padding counted in the mean."""
+    height, width = tile.shape[:2]
+    pad_h, pad_w = height % 2, width % 2
+    padded = np.pad(tile, ((pad_h, pad_h), (pad_w, pad_w), (0, 0)))
+    out_h = (height + 2 * pad_h - 2) // 2 + 1
+    out_w = (width + 2 * pad_w - 2) // 2 + 1
+    cropped = padded[: 2 * out_h, : 2 * out_w]
+    return cropped.reshape(out_h, 2, out_w, 2, -1).mean(axis=(1, 3))
