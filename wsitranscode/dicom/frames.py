@@ -280,7 +280,10 @@ class FrameReader:
         """(position of the value, value length) of the Pixel Data element starting at `pos`."""
         header = self._pread(12, pos)
         if len(header) < 8:
-            raise InvalidInputError("no Pixel Data element", path=self.path)
+            raise InvalidInputError(
+                f"no Pixel Data element: the dataset ends at byte {pos} (truncated?)",
+                path=self.path,
+            )
         group, element = struct.unpack("<HH", header[:4])
         tag = group << 16 | element
         if tag in FLOAT_PIXEL_DATA_TAGS:
