@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom import Dataset
-from pydicom.encaps import encapsulate, generate_frames
+from pydicom.encaps import encapsulate, generate_fragmented_frames, generate_frames
 from pydicom.pixels import iter_pixels
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -422,3 +422,93 @@ def test_frame_index_out_of_range(tmp_path: Path) -> None:
     path = write_native(tmp_path / "n.dcm", ds, random_tiles(ds))
     with FrameReader(path) as reader, pytest.raises(IndexError):
         reader.read_frame(6)
+
+
+# ---------------------------------------------------------------------- synth fixtures
+
+
+def _pydicom_frames(path: Path) -> list[bytes]:
+    full = pydicom.dcmread(path)
+    frames = int(full.NumberOfFrames)
+    if full["PixelData"].is_undefined_length:
+        extended = None
+        if "ExtendedOffsetTable" in full:
+            extended = (full.ExtendedOffsetTable, full.ExtendedOffsetTableLengths)
+        return [
+            b"".join(parts)
+            for parts in generate_fragmented_frames(
+                full.PixelData, number_of_frames=frames, extended_offsets=extended
+            )
+        ]
+    size = len(full.PixelData) // frames
+    return [full.PixelData[i * size : (i + 1) * size] for i in range(frames)]
+
+
+def _synth_syntaxes() -> list[str]:
+    from wsitranscode import synth
+
+    return list(synth.WRITABLE_SYNTAXES)
+
+
+@pytest.mark.parametrize("syntax", _synth_syntaxes())
+def test_every_synth_syntax_reads_like_pydicom(tmp_path: Path, syntax: str) -> None:
+    from wsitranscode import synth
+    from wsitranscode.dicom.syntaxes import register_with_pydicom
+
+    register_with_pydicom()  # pydicom must know JPEG XL / HTJ2K to write and read them
+    image = synth.synthetic_tissue(64, 96, seed=1)
+    files = synth.build_wsi(
+        image,
+        tmp_path,
+        transfer_syntax=syntax,
+        tile_size=32,
+        levels=2,
+        label=False,
+        thumbnail=False,
+    )
+    for path in files:
+        with FrameReader(path) as reader:
+            assert reader.transfer_syntax_uid == syntax
+            got = [reader.read_frame(i) for i in range(reader.number_of_frames)]
+        assert got == _pydicom_frames(path)
+
+
+@pytest.mark.parametrize(("bot", "eot"), [(True, False), (False, False), (False, True)])
+def test_synth_sparse_concatenation_positions_match_tiled_full(
+    tmp_path: Path, bot: bool, eot: bool
+) -> None:
+    from wsitranscode import synth
+
+    image = synth.synthetic_tissue(48, 80, seed=2)
+    common = {"tile_size": 16, "levels": 1, "label": False, "thumbnail": False}
+    full = synth.build_wsi(image, tmp_path / "full", **common)
+    parts = synth.build_wsi(
+        image,
+        tmp_path / "sparse",
+        dimension_organization="TILED_SPARSE",
+        concatenation_frames=4,
+        transfer_syntax=synth.JPEG_BASELINE,
+        bot=bot,
+        eot=eot,
+        fragments_per_frame=1 if eot else 3,
+        **common,
+    )
+    with FrameReader(full[0]) as reader:
+        expected = reader.tile_positions()
+    assert len(expected) == 15
+    sparse_positions = []
+    for path in parts:
+        with FrameReader(path) as reader:
+            assert reader.header.DimensionOrganizationType == "TILED_SPARSE"
+            sparse_positions += reader.tile_positions()
+            assert [reader.read_frame(i) for i in range(reader.number_of_frames)] == (
+                _pydicom_frames(path)
+            )
+    assert len(parts) == 4
+    assert sparse_positions == expected
+    full_parts = synth.build_wsi(image, tmp_path / "parts", concatenation_frames=4, **common)
+    part_positions = []
+    for path in full_parts:
+        with FrameReader(path) as reader:
+            part_positions += reader.tile_positions()
+    assert part_positions == expected

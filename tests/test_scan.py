@@ -305,3 +305,35 @@ def test_shared_samples(tmp_path: Path) -> None:
     assert {".md", ".png", ".svs"} <= skipped
     assert {_category(s.reason) for s in result.skipped} == {"not DICOM"}
     assert all(os.access(i.path, os.R_OK) for s in result.series for i in s.instances)
+
+
+# ---------------------------------------------------------------------- synth fixtures
+
+
+def test_synth_slide_with_concatenation_and_mixed_syntaxes(tmp_path: Path) -> None:
+    from wsitranscode import synth
+
+    image = synth.synthetic_tissue(64, 96, seed=4)
+    files = synth.build_wsi(
+        image,
+        tmp_path,
+        tile_size=16,
+        levels=3,
+        overview=True,
+        concatenation_frames=10,
+        level_syntaxes={1: synth.JPEG_BASELINE, 2: synth.JPEG_2000_LOSSLESS},
+    )
+    result = scan(tmp_path)
+    series = _only_series(result)
+    assert series.problems == []
+    assert result.skipped == []
+    assert sorted(i.path for i in series.instances) == sorted(files)
+    levels = series.levels()
+    assert [(lv.total_columns, lv.total_rows) for lv in levels] == [(96, 64), (48, 32), (24, 16)]
+    assert levels[0].number_of_frames == 24
+    assert len(levels[0].instances) == 3  # 24 frames in parts of 10
+    assert [i.in_concatenation_number for i in levels[0].instances] == [1, 2, 3]
+    assert series.transfer_syntaxes() == sorted(
+        {synth.EXPLICIT_VR_LITTLE_ENDIAN, synth.JPEG_BASELINE, synth.JPEG_2000_LOSSLESS}
+    )
+    assert {i.flavor for i in series.instances} == {"VOLUME", "LABEL", "OVERVIEW", "THUMBNAIL"}
