@@ -94,9 +94,21 @@ def test_jpeg_refuses_lossless_with_an_alternative():
         get_codec("jpeg").target(EncodeSettings(lossless=True))
 
 
-def test_jxl_effort_out_of_range_is_a_usage_error():
+def test_effort_out_of_range_is_a_usage_error():
     with pytest.raises(UsageError, match="effort"):
         get_codec("jxl").target(EncodeSettings(effort=11))
+    with pytest.raises(UsageError, match="effort"):
+        get_codec("webp").target(EncodeSettings(effort=7))
+
+
+@pytest.mark.parametrize(("name", "fast", "slow"), [("jxl", 1, 7), ("webp", 0, 6)])
+def test_effort_trades_time_for_size(name, fast, slow):
+    codec = get_codec(name)
+    tile = synthetic_tile()
+    quick = codec.encode(tile, EncodeSettings(quality=80, effort=fast))
+    thorough = codec.encode(tile, EncodeSettings(quality=80, effort=slow))
+    assert quick != thorough
+    assert str(slow) in codec.target(EncodeSettings(effort=slow)).description
 
 
 @pytest.mark.parametrize("name", LOSSY)
