@@ -1096,13 +1096,36 @@ def _set_pixel_data(ds: Dataset, plane: _Plane, frames: list[bytes], options: _O
 
 
 def _write_file(ds: Dataset, path: Path, syntax: str) -> None:
-    # pydicom 3.0.2 does not know the JPEG XL UIDs: tell it the encoding explicitly.
+    _teach_pydicom_jpeg_xl()
     implicit = syntax == IMPLICIT_VR_LITTLE_ENDIAN
     partial = path.with_name(path.name + ".part")
     pydicom.dcmwrite(
         partial, ds, enforce_file_format=True, implicit_vr=implicit, little_endian=True
     )
     partial.replace(path)
+
+
+_JPEG_XL_UIDS = {
+    JPEG_XL_LOSSLESS: ("JPEG XL Lossless", "JPEGXLLossless"),
+    "1.2.840.10008.1.2.4.111": ("JPEG XL JPEG Recompression", "JPEGXLJPEGRecompression"),
+    JPEG_XL: ("JPEG XL", "JPEGXL"),
+}
+
+
+def _teach_pydicom_jpeg_xl() -> None:
+    """Make pydicom 3.0.2 treat the JPEG XL UIDs as (explicit VR little endian) transfer syntaxes.
+
+    Without this dcmwrite refuses them. The same dictionary entries wsidicom and
+    wsitranscode.dicom.syntaxes add; idempotent, and a no-op once pydicom knows JPEG XL.
+    """
+    from pydicom._uid_dict import UID_dictionary
+    from pydicom.uid import AllTransferSyntaxes
+
+    for uid, (name, keyword) in _JPEG_XL_UIDS.items():
+        if uid not in UID_dictionary:
+            UID_dictionary[uid] = (name, "Transfer Syntax", "", "", keyword)
+        if uid not in AllTransferSyntaxes:
+            AllTransferSyntaxes.append(UID(uid))
 
 
 def _item(**attributes: object) -> Dataset:
