@@ -501,3 +501,72 @@ def test_highdicom_grayscale_sample_gains_no_validator_error(tmp_path: Path) -> 
     before, after = set(dciodvfy_errors(path)), set(dciodvfy_errors(out))
     assert after <= before, sorted(after - before)
     assert any("PlanarConfiguration" in n for n in notes)
+
+
+STANDARD_CODEC_SETTINGS = [
+    ("jpeg", False),
+    ("jxl", False),
+    ("jxl", True),
+    ("j2k", False),
+    ("j2k", True),
+    ("htj2k", False),
+    ("htj2k", True),
+]
+
+
+@pytest.mark.parametrize(("codec_name", "lossless"), STANDARD_CODEC_SETTINGS)
+def test_every_standard_codec_target_gives_a_valid_output(
+    tmp_path: Path, codec_name: str, lossless: bool
+) -> None:
+    """The real codecs' targets (syntax, photometric, method) with the real encoders."""
+    from wsitranscode.codecs.base import EncodeSettings, get_codec
+    from wsitranscode.dicom.writer import EncapsulatedWriter
+
+    codec = get_codec(codec_name)
+    effort = 1 if codec_name == "jxl" else None
+    settings = EncodeSettings(quality=80, lossless=lossless, effort=effort)
+    target = codec.target(settings)
+    source = valid_wsi_source()
+    header, notes = derive(source, target)
+    assert notes == []
+    frames = [codec.encode(frame, settings) for frame in frames_of(source)]
+    out = tmp_path / "out.dcm"
+    with EncapsulatedWriter(out, header, len(frames)) as writer:
+        for data in frames:
+            writer.write_frame(data)
+        writer.commit(sum(f.nbytes for f in frames_of(source)) / sum(map(len, frames)))
+    assert dciodvfy_errors(out) == []
+    ds = pydicom.dcmread(out, stop_before_pixels=True)
+    assert ds.LossyImageCompression == ("00" if lossless else "01")
+    assert ds.PhotometricInterpretation == target.photometric
+
+
+def test_jpeg_xl_recompression_of_a_jpeg_source_is_valid(tmp_path: Path) -> None:
+    import imagecodecs
+
+    from wsitranscode.codecs.base import EncodeSettings, get_codec
+    from wsitranscode.dicom.writer import EncapsulatedWriter
+
+    source = valid_wsi_source()
+    jpeg_frames = [imagecodecs.jpeg8_encode(f, level=85) for f in frames_of(source)]
+    source.file_meta.TransferSyntaxUID = JPEG_BASELINE
+    source.PhotometricInterpretation = "YBR_FULL_422"
+    source.LossyImageCompression = "01"
+    source.LossyImageCompressionRatio = "12"
+    source.LossyImageCompressionMethod = "ISO_10918_1"
+    source.PixelData = encapsulate(jpeg_frames)
+    codec = get_codec("jxl-recompress")
+    settings = EncodeSettings()
+    target = codec.target(settings)
+    header, notes = derive(source, target)
+    assert notes == []
+    out = tmp_path / "out.dcm"
+    with EncapsulatedWriter(out, header, len(jpeg_frames)) as writer:
+        for data in jpeg_frames:
+            writer.write_frame(codec.recompress(data, settings))
+        writer.commit(20.0)
+    assert dciodvfy_errors(out) == []
+    ds = pydicom.dcmread(out, stop_before_pixels=True)
+    assert ds.LossyImageCompression == "01"
+    assert ds.LossyImageCompressionRatio == 12  # a lossless step adds no ratio
+    assert ds.SourceImageSequence[0].PurposeOfReferenceCodeSequence[0].CodeValue == "121330"
