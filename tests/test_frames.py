@@ -512,3 +512,66 @@ def test_synth_sparse_concatenation_positions_match_tiled_full(
         with FrameReader(path) as reader:
             part_positions += reader.tile_positions()
     assert part_positions == expected
+
+
+# ---------------------------------------------------------------------- damaged files
+
+
+def _damaged_copies(sources: list[bytes], count: int, seed: int) -> list[bytes]:
+    """Deterministic truncations and byte flips (past the preamble) of the source files."""
+    rng = random.Random(seed)
+    copies = []
+    for _ in range(count):
+        data = bytearray(rng.choice(sources))
+        if rng.random() < 0.3:
+            del data[rng.randrange(len(data)) :]
+        else:
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(128, len(data))] = rng.randrange(256)
+        copies.append(bytes(data))
+    return copies
+
+
+def test_damaged_files_raise_only_our_errors(tmp_path: Path) -> None:
+    """Whatever the damage, FrameReader raises WsiTranscodeError (with the path) or works."""
+    from wsitranscode.errors import WsiTranscodeError
+
+    sources = []
+    ds = wsi_dataset()
+    sources.append(
+        write_encapsulated(tmp_path / "a", ds, jpeg_frames(6), fragments_per_frame=2).read_bytes()
+    )
+    ds = wsi_dataset()
+    sources.append(
+        write_encapsulated(
+            tmp_path / "b", ds, jpeg_frames(6), bot=False, extended=True
+        ).read_bytes()
+    )
+    for syntax in (pydicom.uid.ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        ds = wsi_dataset(syntax=syntax)
+        sources.append(write_native(tmp_path / "c", ds, random_tiles(ds)).read_bytes())
+    path = tmp_path / "damaged.dcm"
+    outcomes = set()
+    for data in _damaged_copies(sources, 300, seed=7):
+        path.write_bytes(data)
+        try:
+            with FrameReader(path) as reader:
+                for i in range(reader.number_of_frames):
+                    reader.read_frame(i)
+                reader.tile_positions()
+            outcomes.add("read")
+        except WsiTranscodeError as err:
+            assert err.path == path
+            outcomes.add(type(err).__name__)
+    assert {"read", "InvalidInputError"} <= outcomes
+
+
+def test_damaged_header_value_is_reported_at_open(tmp_path: Path) -> None:
+    ds = wsi_dataset()
+    path = write_native(tmp_path / "bad-vr.dcm", ds, random_tiles(ds))
+    data = path.read_bytes()
+    rows = b"\x28\x00\x10\x00US\x02\x00"
+    assert data.count(rows) == 1
+    path.write_bytes(data.replace(rows, b"\x28\x00\x10\x00FD\x02\x00"))  # 2 bytes can't be FD
+    with pytest.raises(InvalidInputError, match="unreadable DICOM header"):
+        FrameReader(path)

@@ -337,3 +337,34 @@ def test_synth_slide_with_concatenation_and_mixed_syntaxes(tmp_path: Path) -> No
         {synth.EXPLICIT_VR_LITTLE_ENDIAN, synth.JPEG_BASELINE, synth.JPEG_2000_LOSSLESS}
     )
     assert {i.flavor for i in series.instances} == {"VOLUME", "LABEL", "OVERVIEW", "THUMBNAIL"}
+
+
+def test_damaged_files_are_instances_problems_or_skipped(tmp_path: Path) -> None:
+    """read_instance never raises on damaged files: it reports them."""
+    import random
+
+    from wsitranscode.dicom.scan import SkippedFile, read_instance
+
+    source = _write_level(tmp_path, "good.dcm", 16).read_bytes()
+    rng = random.Random(3)
+    path = tmp_path / "damaged.dcm"
+    kinds = set()
+    for _ in range(200):
+        data = bytearray(source)
+        if rng.random() < 0.3:
+            del data[rng.randrange(len(data)) :]
+        else:
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(128, len(data))] = rng.randrange(256)
+        path.write_bytes(bytes(data))
+        found = read_instance(path)
+        if isinstance(found, SkippedFile):
+            kinds.add("skipped")
+            assert found.path == path
+        elif isinstance(found, tuple):
+            kinds.add("problems" if found[1] else "instance")
+            assert all(p.startswith(f"{path}: ") for p in found[1])
+        else:
+            kinds.add("unreadable")
+            assert found.path == path
+    assert {"skipped", "problems", "instance"} <= kinds

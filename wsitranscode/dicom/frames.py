@@ -32,7 +32,7 @@ from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import dcmread, read_dataset, read_file_meta_info
 
-from wsitranscode.errors import InvalidInputError, UnsupportedError
+from wsitranscode.errors import InvalidInputError, UnsupportedError, WsiTranscodeError
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
@@ -49,6 +49,7 @@ FLOAT_PIXEL_DATA_TAGS = (0x7FE00008, 0x7FE00009)
 ITEM_TAG = 0xFFFEE000
 SEQUENCE_DELIMITER_TAG = 0xFFFEE0DD
 UNDEFINED_LENGTH = 0xFFFFFFFF
+_FUNCTIONAL_GROUP_TAGS = {0x52009229, 0x52009230}
 
 # Explicit VRs whose element header has 2 reserved bytes and a 32-bit length.
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT"}
@@ -80,6 +81,21 @@ _INFLATE_CHUNK = 1 << 20
 def _unpack_uint64(value: bytes | None) -> tuple[int, ...]:
     data = bytes(value or b"")
     return struct.unpack(f"<{len(data) // 8}Q", data[: len(data) // 8 * 8])
+
+
+def _convert_top_level_values(header: Dataset) -> None:
+    """Make pydicom decode every top-level value now, so that a damaged value fails at open.
+
+    The functional group sequences are left for `tile_positions` (they can be megabytes).
+    """
+    for element in list(header.elements()):
+        if element.tag not in _FUNCTIONAL_GROUP_TAGS:
+            header[element.tag]  # pydicom converts a raw element on access
+
+
+def _describe(exc: Exception) -> str:
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _pixel_tag_name(tag: int) -> str:
@@ -119,6 +135,9 @@ class FrameReader:
         try:
             self._file = open(self.path, "rb")  # noqa: SIM115 (kept open for the reader's lifetime)
             self._open()
+        except OSError as exc:
+            self.close()
+            raise InvalidInputError(f"cannot read: {exc.strerror or exc}", path=self.path) from exc
         except BaseException:
             self.close()
             raise
@@ -168,10 +187,17 @@ class FrameReader:
         falling back to SharedFunctionalGroupsSequence for a single frame.
         """
         if self._positions_cache is None:
-            if str(self.header.get("DimensionOrganizationType", "")).upper() == "TILED_FULL":
-                self._positions_cache = self._tiled_full_positions()
-            else:
-                self._positions_cache = self._sparse_positions()
+            try:
+                if str(self.header.get("DimensionOrganizationType", "")).upper() == "TILED_FULL":
+                    self._positions_cache = self._tiled_full_positions()
+                else:
+                    self._positions_cache = self._sparse_positions()
+            except WsiTranscodeError:
+                raise
+            except Exception as exc:  # pydicom converts nested values lazily: damage shows here
+                raise InvalidInputError(
+                    f"unreadable functional groups ({_describe(exc)})", path=self.path
+                ) from exc
         return list(self._positions_cache)
 
     # ------------------------------------------------------------------ opening
@@ -208,8 +234,13 @@ class FrameReader:
     def _meta_transfer_syntax(self) -> str:
         try:
             meta = read_file_meta_info(self.path)
-        except (InvalidDicomError, OSError, EOFError, ValueError, struct.error) as exc:
+            _convert_top_level_values(meta)
+        except InvalidDicomError as exc:
             raise InvalidInputError(f"not a readable DICOM file ({exc})", path=self.path) from exc
+        except Exception as exc:  # pydicom raises many types on a damaged file meta
+            raise InvalidInputError(
+                f"unreadable DICOM file meta ({_describe(exc)})", path=self.path
+            ) from exc
         uid = str(meta.get("TransferSyntaxUID", "")).strip()
         if not uid:
             raise InvalidInputError("no TransferSyntaxUID in the file meta", path=self.path)
@@ -221,8 +252,11 @@ class FrameReader:
         self._file.seek(0)
         try:
             header = dcmread(self._file, stop_before_pixels=True)
+            _convert_top_level_values(header)
         except Exception as exc:  # pydicom raises many types on damaged headers
-            raise InvalidInputError(f"unreadable DICOM header ({exc})", path=self.path) from exc
+            raise InvalidInputError(
+                f"unreadable DICOM header ({_describe(exc)})", path=self.path
+            ) from exc
         # dcmread rewinds to the first byte of the Pixel Data element when it stops there.
         return header, self._file.tell()
 
@@ -261,8 +295,11 @@ class FrameReader:
                     tag == PIXEL_DATA_TAG or tag in FLOAT_PIXEL_DATA_TAGS
                 ),
             )
+            _convert_top_level_values(header)
         except Exception as exc:
-            raise InvalidInputError(f"unreadable DICOM header ({exc})", path=self.path) from exc
+            raise InvalidInputError(
+                f"unreadable DICOM header ({_describe(exc)})", path=self.path
+            ) from exc
         header.file_meta = self._meta
         return header, self._inflated.tell()
 

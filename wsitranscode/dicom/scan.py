@@ -277,7 +277,12 @@ def read_instance(path: Path) -> tuple[Instance, list[str]] | SkippedFile | _Unr
     try:
         with open(path, "rb") as handle, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom's complaints about odd values; we check
-            return _read_instance(path, handle)
+            try:
+                return _read_instance(path, handle)
+            except OSError:
+                raise
+            except Exception as exc:  # pydicom converts values lazily: damage shows on access
+                return _unreadable(path, handle, exc)
     except OSError as exc:
         return SkippedFile(path, f"unreadable: {exc.strerror or exc}")
 
@@ -386,7 +391,7 @@ def _unreadable(path: Path, handle: Any, exc: Exception) -> SkippedFile | _Unrea
         series_uid = _text(ds, "SeriesInstanceUID")
     except Exception:
         series_uid = ""
-    if series_uid:
+    if series_uid and UID(series_uid).is_valid:
         return _Unreadable(path, series_uid, message)
     return SkippedFile(path, f"unreadable: {message}")
 
@@ -582,4 +587,5 @@ def _sop_class_name(uid: str) -> str:
 
 
 def _short(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
