@@ -163,6 +163,15 @@ def test_lossy_step_from_uncompressed_source() -> None:
     assert header.InstanceCreationTime == "123045"
 
 
+def test_pyramid_uid_is_only_set_where_the_source_has_one() -> None:
+    source = valid_wsi_source()
+    del source.PyramidUID
+    source.ImageType = ["ORIGINAL", "PRIMARY", "LABEL", "NONE"]
+    header, _ = derive(source)
+    assert "PyramidUID" not in header
+    assert list(header.ImageType) == ["DERIVED", "PRIMARY", "LABEL", "NONE"]
+
+
 def test_series_number_is_kept_when_not_given() -> None:
     header, _ = derive(valid_wsi_source())
     assert header.SeriesNumber == 3

@@ -291,7 +291,9 @@ def _set_identity(header: Dataset, uids: DerivedUIDs, notes: list[str]) -> None:
     header.SOPClassUID = header.get("SOPClassUID", VL_WSI_SOP_CLASS_UID)
     header.SOPInstanceUID = uids.sop_instance_uid
     header.SeriesInstanceUID = uids.series_instance_uid
-    header.PyramidUID = uids.pyramid_uid
+    if "PyramidUID" in header:
+        # Labels and overviews are not part of the pyramid and have none (Type 1C).
+        header.PyramidUID = uids.pyramid_uid
     if uids.series_number is not None:
         header.SeriesNumber = uids.series_number
     _set_concatenation(header, uids)
