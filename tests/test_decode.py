@@ -22,6 +22,7 @@ from wsitranscode.dicom.decode import (
     decode_frame,
     jpeg_colour_signals,
     jpeg_components_are_rgb,
+    ybr_full_to_rgb,
 )
 from wsitranscode.errors import DecodeError, InvalidInputError, UnsupportedError
 
@@ -101,6 +102,15 @@ def test_native_ybr_full_becomes_rgb():
     )
     assert out.dtype == np.uint8
     assert np.abs(out.astype(int) - tile).max() <= 2  # rounding in two conversions
+
+
+def test_ybr_full_conversion_matches_pydicom_on_every_value():
+    rng = np.random.default_rng(5)
+    ybr = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    ours = ybr_full_to_rgb(ybr)
+    theirs = convert_color_space(ybr, "YBR_FULL", "RGB")
+    assert ours.dtype == np.uint8
+    assert np.abs(ours.astype(int) - theirs).max() <= 1
 
 
 def test_native_ybr_full_422_is_upsampled_to_rgb():
