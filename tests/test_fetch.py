@@ -595,3 +595,35 @@ def test_disk_space_refusal_downloads_nothing(bucket, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"the selection needs {idc.human_bytes(total)}" in err and "is free" in err
     assert not out.exists()
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_manifests"
+SAMPLE_ARGS = {
+    "rms-1-small-lossless.s5cmd": [
+        "--lossless-only",
+        "--max-series-size",
+        "500MB",
+        "--limit",
+        "1",
+        "--seed",
+        "0",
+    ],
+    "rms-10-lossless.s5cmd": ["--lossless-only", "--limit", "10", "--seed", "0"],
+    "rms-100-random-seed0.s5cmd": ["--limit", "100", "--seed", "0"],
+    "rms-all.s5cmd": ["--with-annotations"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_ARGS))
+def test_sample_manifests_are_what_the_tool_writes(name, tmp_path, capsys):
+    committed = SAMPLES / name
+    sidecar = json.loads(idc.sidecar_path(committed).read_text())
+    if sidecar["criteria"]["idc_index_data"] != idc.index_version():
+        pytest.skip("the packaged IDC index is another version: regenerate sample_manifests/")
+    fresh = tmp_path / name
+    assert main([*_FETCH, *SAMPLE_ARGS[name], "--dry-run", "--json", "--manifest", str(fresh)]) == 0
+    capsys.readouterr()
+    assert fresh.read_text() == committed.read_text()
+    assert idc.sidecar_path(fresh).read_text() == idc.sidecar_path(committed).read_text()
+    readme = (SAMPLES / "README.md").read_text()
+    assert f"{sidecar['total_bytes']:,} bytes" in readme

@@ -915,6 +915,8 @@ def fetch(
     """
     started = time.monotonic()
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UsageError("the download folder is a file", path=root)
     if index_sizes:
         check_disk_space(bytes_still_needed(selection, root), root)
     url = endpoint_url(endpoint)
@@ -1054,14 +1056,27 @@ def _bytes_arrived(rows: list[SeriesRow], root: Path, missing: dict[str, dict[st
 @cache
 def idc_client() -> Any:
     """The process's one IDCClient (it takes seconds and about 1.7 GB to build)."""
+    return _idc_index_module().IDCClient()
+
+
+@cache
+def _idc_index_module() -> Any:
+    """Import idc_index.index without the root log handler its import installs."""
+    root = logging.getLogger()
+    handlers_before = list(root.handlers)
+    level_before = root.level
     try:
-        from idc_index import IDCClient
+        import idc_index.index as module
     except ImportError as err:
         raise UsageError(
             "fetch needs idc-index: install it with `pip install 'wsitranscode[idc]'`"
         ) from err
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers_before]:
+            root.removeHandler(handler)
+        root.setLevel(level_before)
     _quiet_idc_logger()
-    return IDCClient()
+    return module
 
 
 def _quiet_idc_logger() -> logging.Logger:
@@ -1074,8 +1089,7 @@ def _quiet_idc_logger() -> logging.Logger:
 @contextmanager
 def _endpoint_override(url: str) -> Iterator[None]:
     """idc-index reads `idc_index.index.aws_endpoint_url` at call time; no argument exists."""
-    import idc_index.index as idc_module
-
+    idc_module = _idc_index_module()
     previous = idc_module.aws_endpoint_url
     idc_module.aws_endpoint_url = url
     try:
