@@ -226,6 +226,17 @@ def test_jpeg_ybr_full_422_with_jfif():
     assert out.shape == (H, W, 3) and psnr(tile, out) > 30
 
 
+def test_frames_given_as_memoryview_or_bytearray_decode_too():
+    tile = rgb_tile()
+    jpeg = bytes(imagecodecs.jpeg8_encode(tile, level=95, subsampling="422"))
+    info = info_for(ts.JPEG_BASELINE, photometric="YBR_FULL_422")
+    expected = decode_frame(jpeg, info)
+    for view in (memoryview(jpeg), bytearray(jpeg)):
+        np.testing.assert_array_equal(decode_frame(view, info), expected)
+    native = decode_frame(memoryview(tile.tobytes()), info_for(ts.EXPLICIT_VR_LITTLE_ENDIAN))
+    np.testing.assert_array_equal(native, tile)
+
+
 def test_jpeg_rgb_with_adobe_marker_is_not_colour_transformed():
     tile = rgb_tile()
     jpeg = bytes(imagecodecs.jpeg8_encode(tile, level=95, colorspace="RGB", outcolorspace="RGB"))

@@ -265,6 +265,8 @@ class JpegColourSignals:
 
 def jpeg_colour_signals(data: bytes) -> JpegColourSignals:
     """Read the APP0/APP14 markers and the frame header's component ids of a JPEG stream."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
     adobe: int | None = None
     jfif = False
     pos = 2
