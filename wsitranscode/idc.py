@@ -1056,7 +1056,11 @@ def _bytes_arrived(rows: list[SeriesRow], root: Path, missing: dict[str, dict[st
 @cache
 def idc_client() -> Any:
     """The process's one IDCClient (it takes seconds and about 1.7 GB to build)."""
-    return _idc_index_module().IDCClient()
+    module = _idc_index_module()
+    try:
+        return module.IDCClient()
+    except Exception as err:  # e.g. s5cmd missing or not executable
+        raise FetchError(f"idc-index could not start: {_first_line(str(err)) or err!r}") from err
 
 
 @cache

@@ -173,6 +173,7 @@ def _dry_run(selection: Any, args: argparse.Namespace) -> int:
                 "free_bytes": free,
                 "fits": needed <= free,
                 "folder": str(target),
+                "manifest": str(args.manifest) if args.manifest is not None else None,
             }
         )
         return 0
