@@ -11,6 +11,33 @@ from pathlib import Path
 import pytest
 
 
+def published_outputs(out: Path) -> list[Path]:
+    """The .dcm files of published series (not the hidden staging folders of unfinished ones)."""
+    return sorted(p for p in out.rglob("*.dcm") if not p.parent.name.startswith("."))
+
+
+def outputs_by_source(out: Path) -> dict[str, Path]:
+    """Each output file keyed by the SOP Instance UID of the source it references."""
+    import pydicom
+
+    result = {}
+    for path in published_outputs(out):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        result[ds.SourceImageSequence[0].ReferencedSOPInstanceUID] = path
+    return result
+
+
+def source_output_pairs(src: Path, out: Path) -> list[tuple[Path, Path]]:
+    import pydicom
+
+    by_source = outputs_by_source(out)
+    pairs = []
+    for path in sorted(src.rglob("*.dcm")):
+        uid = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        pairs.append((path, by_source[uid]))
+    return pairs
+
+
 def dciodvfy_path() -> str:
     local = Path(sys.executable).parent / "dciodvfy"
     found = str(local) if local.exists() else shutil.which("dciodvfy")

@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.dicom_checks import dciodvfy_errors
+from tests.dicom_checks import dciodvfy_errors, published_outputs, source_output_pairs
 from wsitranscode.cli import main
 from wsitranscode.codecs.base import EncodeSettings
 from wsitranscode.recode import RUN_RECORD_NAME, RecodeOptions, recode
@@ -28,10 +28,6 @@ TARGETS = [
     ("htj2k", True, "1.2.840.10008.1.2.4.201", "YBR_RCT"),
     ("webp", False, None, "RGB"),
 ]
-
-
-def _outputs(out: Path) -> list[Path]:
-    return sorted(p for p in out.rglob("*.dcm") if not p.parent.name.startswith(".partial"))
 
 
 def _recode(src: Path, out: Path, codec: str, *extra: str) -> int:
@@ -53,7 +49,7 @@ def test_every_codec_gives_valid_readable_dicom(
     args = ["--lossless"] if lossless else ["--q", "80"]
     assert _recode(native_slide, out, codec, *args) == 0
     sources = sorted(native_slide.rglob("*.dcm"))
-    outputs = _outputs(out)
+    outputs = published_outputs(out)
     assert len(outputs) == len(sources)
     for path in outputs:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -108,7 +104,7 @@ def test_outputs_decode_through_pydicom_and_highdicom(native_slide, tmp_path):
     register_with_pydicom()
     out = tmp_path / "out"
     assert _recode(native_slide, out, "jxl", "--lossless") == 0
-    for src_path, out_path in zip(sorted(native_slide.rglob("*.dcm")), _outputs(out), strict=True):
+    for src_path, out_path in source_output_pairs(native_slide, out):
         src = pydicom.dcmread(src_path)
         dst = pydicom.dcmread(out_path)
         np.testing.assert_array_equal(src.pixel_array, dst.pixel_array)
@@ -124,13 +120,14 @@ def test_derived_header_references_its_source(native_slide, tmp_path):
         for p in native_slide.rglob("*.dcm")
     }
     series_uids = set()
-    for path in _outputs(out):
+    for path in published_outputs(out):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         ref = ds.SourceImageSequence[0]
         source = pydicom.dcmread(src[ref.ReferencedSOPInstanceUID], stop_before_pixels=True)
         assert ds.SOPInstanceUID != source.SOPInstanceUID
         assert ds.SeriesInstanceUID != source.SeriesInstanceUID
-        assert ds.PyramidUID != source.get("PyramidUID")
+        if "PyramidUID" in source:  # labels and overviews have none
+            assert ds.PyramidUID != source.PyramidUID
         assert ds.StudyInstanceUID == source.StudyInstanceUID
         assert ds.FrameOfReferenceUID == source.FrameOfReferenceUID
         assert ref.PurposeOfReferenceCodeSequence[0].CodeValue == "121320"
@@ -154,7 +151,7 @@ def test_output_bytes_do_not_depend_on_workers(native_slide, tmp_path):
     fixed = datetime(2026, 1, 1, tzinfo=UTC)
     recode(native_slide, one, RecodeOptions(workers=1, timestamp=fixed, **options))
     recode(native_slide, two, RecodeOptions(workers=2, timestamp=fixed, **options))
-    a, b = _outputs(one), _outputs(two)
+    a, b = published_outputs(one), published_outputs(two)
     assert [p.relative_to(one) for p in a] == [p.relative_to(two) for p in b]
     for x, y in zip(a, b, strict=True):
         assert x.read_bytes() == y.read_bytes(), x.name
@@ -168,8 +165,7 @@ def test_jxl_recompress_restores_jpeg_bytes(wsi_factory, tmp_path):
     out = tmp_path / "out"
     assert _recode(src, out, "jxl-recompress") == 0
     codec = get_codec("jxl-recompress")
-    pairs = zip(sorted(src.rglob("*.dcm")), _outputs(out), strict=True)
-    for src_path, out_path in pairs:
+    for src_path, out_path in source_output_pairs(src, out):
         assert dciodvfy_errors(out_path) == []
         with FrameReader(src_path) as a, FrameReader(out_path) as b:
             assert b.transfer_syntax_uid == "1.2.840.10008.1.2.4.111"
@@ -199,14 +195,14 @@ def test_run_record_and_json(native_slide, tmp_path, capsys):
 def test_rerun_resumes_and_overwrite_redoes(native_slide, tmp_path):
     out = tmp_path / "out"
     assert _recode(native_slide, out, "jxl") == 0
-    first = {p: p.stat().st_mtime_ns for p in _outputs(out)}
+    first = {p: p.stat().st_mtime_ns for p in published_outputs(out)}
     assert _recode(native_slide, out, "jxl") == 0
     record = json.loads((out / RUN_RECORD_NAME).read_text())
     assert record["series"][0]["status"] == "done-before"
-    assert {p: p.stat().st_mtime_ns for p in _outputs(out)} == first
+    assert {p: p.stat().st_mtime_ns for p in published_outputs(out)} == first
     assert _recode(native_slide, out, "jpeg") == 2  # other options into the same folder
     assert _recode(native_slide, out, "jxl", "--overwrite") == 0
-    assert all(p.stat().st_mtime_ns != first[p] for p in _outputs(out))
+    assert all(p.stat().st_mtime_ns != first[p] for p in published_outputs(out))
 
 
 def test_help_does_not_import_heavy_modules():

@@ -89,7 +89,11 @@ def test_truncated_file_fails_its_series_only(batch, tmp_path):
 def test_frame_that_does_not_decode_is_named(batch, tmp_path):
     from wsitranscode.dicom.frames import FrameReader
 
-    victim = _first_file(batch / "spoiled")
+    victim = next(
+        p
+        for p in sorted((batch / "spoiled").rglob("*.dcm"))
+        if int(pydicom.dcmread(p, stop_before_pixels=True).NumberOfFrames) > 2
+    )
     with FrameReader(victim) as reader:
         frame = reader.read_frame(1)
     data = bytearray(victim.read_bytes())

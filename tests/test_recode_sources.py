@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.dicom_checks import dciodvfy_errors
+from tests.dicom_checks import dciodvfy_errors, published_outputs, source_output_pairs
 from wsitranscode.cli import main
 from wsitranscode.dicom.decode import PixelInfo, decode_frame
 from wsitranscode.dicom.frames import FrameReader
@@ -39,18 +39,6 @@ SOURCES = {
     "concatenation": dict(transfer_syntax="1.2.840.10008.1.2.1", concatenation_frames=5),
     "monochrome16": dict(transfer_syntax="1.2.840.10008.1.2.1", monochrome=True),
 }
-
-
-def _outputs(out: Path) -> list[Path]:
-    return sorted(p for p in out.rglob("*.dcm") if not p.parent.name.startswith("."))
-
-
-def _by_source(out: Path) -> dict[str, Path]:
-    result = {}
-    for path in _outputs(out):
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        result[ds.SourceImageSequence[0].ReferencedSOPInstanceUID] = path
-    return result
 
 
 def _decoded_frames(path: Path) -> list[np.ndarray]:
@@ -100,12 +88,9 @@ def test_every_source_layout_recodes_losslessly(wsi_factory, tmp_path, name):
     src = wsi_factory(f"src-{name}", levels=2, label=True, thumbnail=True, **SOURCES[name])
     out = tmp_path / "out"
     assert main(["recode", str(src), "-o", str(out), "--codec", "jxl", "--lossless"]) == 0
-    pairs = _by_source(out)
-    sources = sorted(src.rglob("*.dcm"))
-    assert len(pairs) == len(sources)
-    for source in sources:
-        uid = pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID
-        target = pairs[uid]
+    pairs = source_output_pairs(src, out)
+    assert len(published_outputs(out)) == len(pairs)
+    for source, target in pairs:
         ours = _decoded_frames(source)
         reference = _pydicom_frames(source)
         if reference is not None:
@@ -130,7 +115,7 @@ def test_rms_like_slide_recodes_and_opens_in_wsidicom(rms_like_slide, tmp_path):
         assert [lv.tile_size.to_tuple() for lv in before.levels] == [
             lv.tile_size.to_tuple() for lv in after.levels
         ]
-    for path in _outputs(out):
+    for path in published_outputs(out):
         assert dciodvfy_errors(path) == []
 
 
@@ -176,10 +161,10 @@ def test_real_third_party_files_in_every_codec(shared_data, tmp_path, file, code
     if _expected_refusal(file, codec):
         assert code == 1
         error = capsys.readouterr().err
-        assert source.name in error and not _outputs(out)
+        assert source.name in error and not published_outputs(out)
         return
     assert code == 0
-    (target,) = _outputs(out)
+    (target,) = published_outputs(out)
     if codec != "webp":
         assert set(dciodvfy_errors(target)) <= set(dciodvfy_errors(source))
     for before, after in zip(_decoded_frames(source), _decoded_frames(target), strict=True):

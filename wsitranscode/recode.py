@@ -409,10 +409,12 @@ class InstancePlan:
     uids: Any  # derive.DerivedUIDs
 
 
-def _target_for(codec: Codec, settings: EncodeSettings, samples_per_pixel: int) -> TargetEncoding:
+def _target_for(codec: Codec, settings: EncodeSettings, info: Any) -> TargetEncoding:
     target = codec.target(settings)
-    if samples_per_pixel == 1:
-        target = replace(target, photometric="MONOCHROME2")
+    if target.compresses_source_bytes:  # the source codestream, and so its colour, is kept
+        return replace(target, photometric=info.photometric)
+    if info.samples_per_pixel == 1:
+        return replace(target, photometric="MONOCHROME2")
     return target
 
 
@@ -455,7 +457,7 @@ def recode_instance(
     out_path = staging_dir / plan.output_name
     with FrameReader(inst.path) as reader:
         info = PixelInfo.from_dataset(reader.header)
-        target = _target_for(codec, options.settings, info.samples_per_pixel)
+        target = _target_for(codec, options.settings, info)
         _check_codec_accepts(codec, target, info, inst.path)
         header, repairs = derive_header(
             reader.header,

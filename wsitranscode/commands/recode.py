@@ -35,7 +35,12 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     p.add_argument("--codec", required=True, choices=codec_names(), help="target codec")
     p.add_argument("--q", type=_quality, default=85, metavar="Q", help=QUALITY_HELP)
     p.add_argument("--lossless", action="store_true", help="lossless mode (jxl, j2k, htj2k, webp)")
-    p.add_argument("--effort", type=int, default=None, help="encoder effort (JPEG XL 1-9)")
+    p.add_argument(
+        "--effort",
+        type=int,
+        default=None,
+        help="encoder effort: JPEG XL 1-9 (default 7), WebP method 0-6 (default 4)",
+    )
     p.add_argument(
         "--workers", type=int, default=0, help="threads for decode/encode (default: all cores)"
     )
