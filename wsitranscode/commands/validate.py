@@ -1,0 +1,133 @@
+"""`wsitranscode validate ORIGINAL RECODED`: compare recoded series with their sources."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from wsitranscode.commands import console_err, console_out, print_json
+
+
+def add_parser(sub: Any, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("original", type=Path, help="folder with the original DICOM WSI series")
+    p.add_argument("recoded", type=Path, help="folder with the recoded series (recode's output)")
+    p.add_argument(
+        "-o", "--output", type=Path, default=None, help="report folder (default RECODED-report)"
+    )
+    p.add_argument(
+        "--metrics",
+        type=_metric_list,
+        default="psnr,ssim,ms-ssim,lpips,feature",
+        help="comma-separated: psnr, ssim, ms-ssim, lpips, feature (default: all)",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--sample",
+        type=int,
+        default=100,
+        metavar="N",
+        help="measure N tiles at random positions on tissue at level 0 (default 100)",
+    )
+    which.add_argument(
+        "--all", dest="all_frames", action="store_true", help="measure every frame of every level"
+    )
+    p.add_argument("--tile-size", type=int, default=224, help="sampled tile size (default 224)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the tile positions (default 0)")
+    p.add_argument(
+        "--min-psnr",
+        type=float,
+        default=20.0,
+        metavar="DB",
+        help="a lossy frame below this PSNR is an error: damaged (default 20 dB)",
+    )
+    p.add_argument("--lpips-weights", type=Path, default=None, help="torchvision AlexNet weights")
+    p.add_argument(
+        "--feature-weights",
+        type=Path,
+        default=None,
+        help="Ciga et al. ResNet18 checkpoint (pytorchnative_tenpercent_resnet18.ckpt)",
+    )
+    p.add_argument("--no-download", action="store_true", help="never download metric weights")
+    p.add_argument(
+        "--device", default=None, help="torch device (default: cuda if present, else cpu)"
+    )
+    p.add_argument("--no-dciodvfy", action="store_true", help="skip the dciodvfy check")
+    p.add_argument("--workers", type=int, default=0, help="decode threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+
+
+def _metric_list(text: str) -> tuple[str, ...]:
+    from wsitranscode.validate import ALL_METRICS
+
+    names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in ALL_METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from "
+            + ", ".join(ALL_METRICS)
+        )
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    from wsitranscode.report import write_report
+    from wsitranscode.validate import ValidateOptions, validate
+
+    metrics = args.metrics if isinstance(args.metrics, tuple) else _metric_list(args.metrics)
+    output = args.output or args.recoded.with_name(args.recoded.name + "-report")
+    options = ValidateOptions(
+        metrics=metrics,
+        sample=args.sample,
+        all_frames=args.all_frames,
+        tile_size=args.tile_size,
+        seed=args.seed,
+        min_psnr=args.min_psnr,
+        lpips_weights=args.lpips_weights,
+        feature_weights=args.feature_weights,
+        allow_download=not args.no_download,
+        device=args.device,
+        run_dciodvfy=not args.no_dciodvfy,
+        workers=args.workers,
+        output_dir=output,
+    )
+    report = validate(args.original, args.recoded, options)
+    data = report.to_json()
+    paths = write_report(data, report.tiles, output)
+    if args.json:
+        print_json({**data, "report_files": {k: str(v) for k, v in paths.items()}})
+    else:
+        _print_summary(data, paths)
+    for line in report.all_errors():
+        console_err().print(f"[bold red]error:[/] {line}", markup=True, highlight=False)
+    return 0 if report.ok else 1
+
+
+def _print_summary(data: dict[str, Any], paths: dict[str, Path]) -> None:
+    from rich.table import Table
+
+    table = Table(title="validation")
+    for column in ("recode", "ratio", "bpp", "savings %", "exact", "PSNR mean", "worst", "errors"):
+        table.add_column(column)
+    for s in data["series"]:
+        psnr = s["metrics"].get("psnr", {})
+        exact = s["pixel_exact"] if s["byte_exact"] is None else s["byte_exact"]
+        table.add_row(
+            s["label"] or s["recoded_series_uid"],
+            _num(s["ratio"], 2),
+            _num(s["bpp"], 3),
+            _num(s["savings_percent"], 1),
+            "" if exact is None else str(exact),
+            _num(psnr.get("mean"), 2),
+            _num(psnr.get("worst"), 2),
+            str(len(s["errors"])),
+        )
+        for reason in s["unavailable"].values():
+            console_err().print(f"[yellow]note:[/] {reason}", markup=True, highlight=False)
+    console_out().print(table)
+    console_out().print(f"report: {paths['html']}")
+
+
+def _num(value: Any, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,266 @@
+"""report.json, series.csv, tiles.csv and report.html in one folder; reading them back."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from wsitranscode.errors import InvalidInputError
+
+SERIES_COLUMNS = (
+    "run",
+    "label",
+    "codec",
+    "quality",
+    "source_series_uid",
+    "recoded_series_uid",
+    "source_transfer_syntaxes",
+    "source_photometric",
+    "transfer_syntaxes",
+    "lossless",
+    "bytes_before",
+    "bytes_after",
+    "ratio",
+    "bpp",
+    "savings_percent",
+    "encode_seconds",
+    "decode_seconds",
+    "frames",
+    "frames_compared",
+    "pixel_exact",
+    "byte_exact",
+    "errors",
+)
+METRIC_STATS = ("mean", "std", "p5", "worst", "n")
+TILE_COLUMNS = (
+    "run",
+    "series",
+    "kind",
+    "level",
+    "instance",
+    "frame",
+    "x",
+    "y",
+    "width",
+    "height",
+    "metric",
+    "value",
+    "note",
+)
+
+
+def write_report(data: dict[str, Any], tiles: Iterable[Any], out_dir: Path) -> dict[str, Path]:
+    """Write the four report files; `tiles` are TileResult objects or tiles.csv rows (dicts)."""
+    from wsitranscode.report.html import render_html
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / "report.json",
+        "series": out_dir / "series.csv",
+        "tiles": out_dir / "tiles.csv",
+        "html": out_dir / "report.html",
+    }
+    tile_rows = list(_tile_rows(tiles, data))
+    paths["json"].write_text(json.dumps(data, indent=1, default=str, allow_nan=False))
+    _write_csv(paths["series"], series_columns(data), series_rows(data))
+    _write_csv(paths["tiles"], TILE_COLUMNS, tile_rows)
+    paths["html"].write_text(render_html(data, tile_rows, out_dir), encoding="utf-8")
+    return paths
+
+
+def _run_name(data: dict[str, Any]) -> str:
+    return str(data.get("recoded") or data.get("run") or "")
+
+
+def metric_names(data: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for series in data.get("series", []):
+        names += [n for n in series.get("metrics", {}) if n not in names]
+    return names
+
+
+def series_columns(data: dict[str, Any]) -> list[str]:
+    return [*SERIES_COLUMNS, *(f"{m}_{s}" for m in metric_names(data) for s in METRIC_STATS)]
+
+
+def series_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for series in data.get("series", []):
+        row = {key: series.get(key) for key in SERIES_COLUMNS}
+        row["run"] = series.get("run") or _run_name(data)
+        row["errors"] = len(series.get("errors", []))
+        for key in ("source_transfer_syntaxes", "transfer_syntaxes"):
+            row[key] = " ".join(series.get(key) or [])
+        for name, stats in series.get("metrics", {}).items():
+            for stat in METRIC_STATS:
+                row[f"{name}_{stat}"] = stats.get(stat)
+        rows.append(row)
+    return rows
+
+
+def _tile_rows(tiles: Iterable[Any], data: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    run = _run_name(data)
+    for tile in tiles:
+        if isinstance(tile, dict):
+            yield tile
+            continue
+        base = {
+            "run": run,
+            "series": tile.series,
+            "kind": tile.kind,
+            "level": tile.level,
+            "instance": tile.instance,
+            "frame": tile.frame,
+            "x": tile.x,
+            "y": tile.y,
+            "width": tile.width,
+            "height": tile.height,
+        }
+        for metric, value in tile.values.items():
+            note = tile.notes.get(metric, "")
+            if metric == "psnr" and value is None and not note:
+                note = "exact"
+            yield {**base, "metric": metric, "value": value, "note": note}
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading earlier reports and runs
+
+
+def load_reports(paths: Sequence[Path]) -> list[tuple[dict[str, Any], list[dict[str, Any]], Path]]:
+    """(report data, tile rows, folder) for each report folder, report.json or recode output."""
+    from wsitranscode.recode import RUN_RECORD_NAME
+
+    loaded = []
+    for path in paths:
+        path = Path(path)
+        folder = path.parent if path.is_file() else path
+        report_json = path if path.is_file() else path / "report.json"
+        run_record = folder / RUN_RECORD_NAME
+        if report_json.name == "report.json" and report_json.is_file():
+            data = _read_json(report_json)
+            tiles = _read_tiles(folder / "tiles.csv")
+            loaded.append((data, tiles, folder))
+        elif run_record.is_file():
+            loaded.append((_from_run_record(_read_json(run_record), folder), [], folder))
+        else:
+            raise InvalidInputError(
+                "neither a report (report.json) nor a recode output (wsitranscode-run.json)",
+                path=path,
+            )
+    return loaded
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InvalidInputError(f"unreadable JSON ({err})", path=path) from err
+    if not isinstance(data, dict):
+        raise InvalidInputError("not a JSON object", path=path)
+    return data
+
+
+def _read_tiles(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["value"] = float(row["value"]) if row.get("value") not in (None, "") else None
+    return rows
+
+
+def _from_run_record(record: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A report-shaped view of a recode run: sizes, ratio, bpp and the recode's own PSNR."""
+    options = record.get("options", {}).get("fingerprint", {})
+    series = []
+    for item in record.get("series", []):
+        summary = item.get("summary", {})
+        instances = item.get("instances", [])
+        before, after = summary.get("bytes_in") or 0, summary.get("bytes_out") or 0
+        metrics = {}
+        if summary.get("psnr_mean") is not None:
+            metrics["psnr-frames"] = {"mean": summary["psnr_mean"], "worst": summary["psnr_min"]}
+        series.append(
+            {
+                "run": str(folder),
+                "label": _run_label(options),
+                "codec": options.get("codec"),
+                "quality": None if options.get("lossless") else options.get("quality"),
+                "source_series_uid": item.get("series_instance_uid"),
+                "recoded_series_uid": item.get("new_series_instance_uid"),
+                "lossless": summary.get("exact"),
+                "bytes_before": before,
+                "bytes_after": after,
+                "ratio": summary.get("ratio"),
+                "bpp": summary.get("bpp"),
+                "savings_percent": round(100 * (1 - after / before), 3) if before else None,
+                "encode_seconds": round(sum(i.get("encode_seconds", 0) for i in instances), 4),
+                "frames": summary.get("frames"),
+                "metrics": metrics,
+                "errors": [item["error"]] if item.get("error") else [],
+                "notes": ["from the recode run record: no validation tiles"],
+            }
+        )
+    return {"kind": "run", "run": str(folder), "recoded": str(folder), "series": series}
+
+
+def merge_reports(
+    loaded: Sequence[tuple[dict[str, Any], list[dict[str, Any]], Path]], out_dir: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One report from several: series and tiles concatenated, images copied into `out_dir`."""
+    merged: dict[str, Any] = {
+        "kind": "aggregate",
+        "runs": [],
+        "series": [],
+        "errors": [],
+    }
+    tiles: list[dict[str, Any]] = []
+    for number, (data, rows, folder) in enumerate(loaded):
+        run = _run_name(data) or str(folder)
+        merged["runs"].append(run)
+        merged["errors"] += data.get("errors", [])
+        for series in data.get("series", []):
+            copied = dict(series)
+            copied["run"] = series.get("run") or run
+            _copy_images(copied, folder, out_dir, f"run{number:03d}-")
+            merged["series"].append(copied)
+        tiles += [{**row, "run": row.get("run") or run} for row in rows]
+    merged["ok"] = not merged["errors"] and all(not s.get("errors") for s in merged["series"])
+    return merged, tiles
+
+
+def _copy_images(series: dict[str, Any], source: Path, out_dir: Path, prefix: str) -> None:
+    def copy(name: str | None) -> str | None:
+        if not name or not (source / name).is_file() or source.resolve() == out_dir.resolve():
+            return name
+        target = Path("images") / f"{prefix}{Path(name).name}"
+        (out_dir / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / name, out_dir / target)
+        return str(target)
+
+    series["thumbnail"] = copy(series.get("thumbnail"))
+    worst = []
+    for tile in series.get("worst_tiles", []):
+        tile = dict(tile)
+        tile["files"] = {kind: copy(name) for kind, name in tile.get("files", {}).items()}
+        worst.append(tile)
+    series["worst_tiles"] = worst
+
+
+def _run_label(options: dict[str, Any]) -> str:
+    codec = options.get("codec") or "?"
+    return f"{codec} lossless" if options.get("lossless") else f"{codec} q{options.get('quality')}"
