@@ -192,7 +192,7 @@ def _series_section(
         f"<p class='note'>{_e(reason)}</p>" for reason in series.get("unavailable", {}).values()
     ]
     plt = _pyplot()
-    psnr = _values(tiles, "psnr")
+    psnr = _values([t for t in tiles if t.get("kind") == "sample"] or tiles, "psnr")
     if psnr:
         fig, ax = plt.subplots(figsize=(5, 3.2))
         ax.hist(psnr, bins=30, color="#3465a4")
