@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -316,7 +316,9 @@ def _validate_series(
     result.source_folder = str(source_series.instances[0].path.parent)
     result.transfer_syntaxes = series.transfer_syntaxes()
     result.source_transfer_syntaxes = source_series.transfer_syntaxes()
-    result.source_photometric = _most_common(i.photometric for i in source_series.instances)
+    result.source_photometric = "+".join(
+        sorted({i.photometric for i in source_series.instances if i.photometric})
+    )
     result.lossless = not any(is_lossy(uid) for uid in result.transfer_syntaxes)
     result.label = _label(pairs[0][1], run_info, pairs[0][2], name_of)
     _fill_codec(result, run_info, pairs)
@@ -343,11 +345,6 @@ def _validate_series(
     result.unavailable = dict(metrics.unavailable)
     if options.output_dir is not None:
         _save_images(source_series, result, collector, options.output_dir, number)
-
-
-def _most_common(values: Iterable[str]) -> str:
-    counts = Counter(v for v in values if v)
-    return counts.most_common(1)[0][0] if counts else ""
 
 
 def _label(header: Any, run_info: dict[str, dict[str, Any]], source: Any, name_of: Any) -> str:
