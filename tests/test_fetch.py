@@ -519,6 +519,7 @@ def test_missing_object_is_an_error_naming_the_series(bucket, tmp_path, capsys):
         in (check["problems"])
     )
     assert MISSING.series_uid in captured.err and "incomplete" in captured.err
+    assert "the endpoint lacks objects" in " ".join(captured.err.split())
 
 
 def _json_out_from(text: str) -> dict:

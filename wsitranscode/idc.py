@@ -891,10 +891,16 @@ def incomplete_error(
     first = bad[0]
     more = f" (and {len(bad) - 1} more series)" if len(bad) > 1 else ""
     hint = f"; s5cmd: {_first_line(s5cmd_errors[0])}" if s5cmd_errors else ""
+    endpoint_short = any(p.startswith("the endpoint lists") for c in bad for p in c.problems)
+    advice = (
+        "the endpoint lacks objects: try another endpoint or tell IDC"
+        if endpoint_short
+        else "rerun fetch to resume"
+    )
     return FetchError(
         f"{len(bad)} of {len(checks)} series incomplete: series "
         f"{first.series.series_uid} ({first.series.patient_id}): "
-        f"{'; '.join(first.problems[:3])}{more}{hint}; rerun fetch to resume",
+        f"{'; '.join(first.problems[:3])}{more}{hint}; {advice}",
         path=root,
     )
 
