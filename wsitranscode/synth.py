@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import struct
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -800,10 +802,7 @@ def _rle_encode(tile: np.ndarray, photometric: str) -> bytes:
 def _write_plane(
     plane: _Plane, out_dir: Path, identity: _Identity, options: _Options, instance_base: int
 ) -> list[Path]:
-    frames = [
-        encode_frame(tile, plane.syntax, plane.photometric, options.quality)
-        for tile in _tiles(plane.image, plane.tile_rows, plane.tile_cols)
-    ]
+    frames = _encode_frames(plane, options.quality)
     positions = _tile_positions(plane)
     chunk = options.concatenation_frames if plane.flavor == "VOLUME" else None
     if chunk is None or chunk >= len(frames):
@@ -825,6 +824,18 @@ def _write_plane(
         _write_file(ds, path, plane.syntax)
         paths.append(path)
     return paths
+
+
+def _encode_frames(plane: _Plane, quality: int) -> list[bytes]:
+    """Encode every tile of a plane; imagecodecs releases the GIL, so threads help."""
+    tiles = list(_tiles(plane.image, plane.tile_rows, plane.tile_cols))
+    if plane.syntax in NATIVE_SYNTAXES or len(tiles) < 4:
+        return [encode_frame(tile, plane.syntax, plane.photometric, quality) for tile in tiles]
+    workers = min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(
+            pool.map(lambda t: encode_frame(t, plane.syntax, plane.photometric, quality), tiles)
+        )
 
 
 def _tile_positions(plane: _Plane) -> list[tuple[int, int]]:
@@ -1007,8 +1018,6 @@ _ORIGIN_Y_MM = 60.0
 def _per_frame_groups(plane: _Plane, positions: list[tuple[int, int]]) -> DicomSequence:
     spacing = plane.pixel_spacing_mm
     items = []
-    columns = sorted({column for column, _ in _tile_positions(plane)})
-    rows = sorted({row for _, row in _tile_positions(plane)})
     for column, row in positions:
         position = _item(
             ColumnPositionInTotalImagePixelMatrix=column + 1,
@@ -1017,7 +1026,9 @@ def _per_frame_groups(plane: _Plane, positions: list[tuple[int, int]]) -> DicomS
             YOffsetInSlideCoordinateSystem=_ds_float(_ORIGIN_Y_MM - column * spacing),
             ZOffsetInSlideCoordinateSystem=_ds_float(0.0),
         )
-        content = _item(DimensionIndexValues=[columns.index(column) + 1, rows.index(row) + 1])
+        # 1-based indices of the tile column and row, in DimensionIndexSequence order
+        tile_index = [column // plane.tile_cols + 1, row // plane.tile_rows + 1]
+        content = _item(DimensionIndexValues=tile_index)
         items.append(
             _item(
                 PlanePositionSlideSequence=DicomSequence([position]),
