@@ -1,0 +1,77 @@
+"""`wsitranscode savings --measured REPORT_DIR... (--archive DIR | --collection rms)`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from wsitranscode.commands import console_err, console_out, print_json
+
+DEFAULT_PRICE = 23.0  # USD per TB and month, about cloud object storage list prices
+
+
+def add_parser(sub: Any, name: str, help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument(
+        "--measured",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="REPORT_DIR",
+        help="validate report folders or recode output folders with measured ratios",
+    )
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--archive", type=Path, help="a folder of DICOM WSI series to project onto")
+    target.add_argument(
+        "--collection", help="an IDC collection id or alias (rms), from the packaged index"
+    )
+    p.add_argument(
+        "--price-per-tb-month",
+        type=float,
+        default=DEFAULT_PRICE,
+        metavar="P",
+        help=f"storage price per TB and month (default {DEFAULT_PRICE})",
+    )
+    p.add_argument("--json", action="store_true", help="print the projection as JSON on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    from wsitranscode.quality.savings import (
+        archive_from_folder,
+        archive_from_idc,
+        measured_fractions,
+        project,
+    )
+    from wsitranscode.report import load_reports
+
+    series_rows = [row for data, _, _ in load_reports(args.measured) for row in data["series"]]
+    fractions = measured_fractions(series_rows)
+    if args.archive is not None:
+        name, archive = str(args.archive), archive_from_folder(args.archive)
+    else:
+        name, archive = archive_from_idc(args.collection)
+    result = project(name, archive, fractions, args.price_per_tb_month)
+    if args.json:
+        print_json(result.to_json())
+        return 0
+    from wsitranscode.idc import human_bytes
+
+    def size(tb: float) -> str:
+        return human_bytes(tb * 1e12)
+
+    out = console_out()
+    out.print(f"{result.archive}: {result.series} series")
+    out.print(
+        f"before {size(result.tb_before)}, after {size(result.tb_after)} "
+        f"(95% CI {size(result.tb_after_low)}-{size(result.tb_after_high)}), "
+        f"saved {size(result.tb_saved)}"
+    )
+    out.print(
+        f"cost per year at {result.price_per_tb_month:g}/TB-month: "
+        f"{result.cost_per_year_before:,.0f} -> {result.cost_per_year_after:,.0f} "
+        f"(saves {result.saved_per_year:,.0f})"
+    )
+    for note in result.notes:
+        console_err().print(f"[yellow]note:[/] {note}", markup=True, highlight=False)
+    return 0
