@@ -543,16 +543,14 @@ def plan_series(series: Any, options: RecodeOptions) -> tuple[str, list[Instance
         instances = [i for i in instances if i.flavor == "VOLUME"]
     plans = []
     for n, inst in enumerate(instances, start=1):
-        source_concat = getattr(inst, "concatenation_uid", None)
-        source_concat_sop = getattr(inst, "concatenation_source_uid", None)
+        concat = inst.concatenation_uid or None
         uids = DerivedUIDs(
             series_instance_uid=new_series_uid,
             sop_instance_uid=derived_uid("sop", inst.sop_instance_uid, fp),
             pyramid_uid=pyramid_uid,
-            concatenation_uid=derived_uid("concat", source_concat, fp) if source_concat else None,
-            concatenation_source_uid=(
-                derived_uid("sop", source_concat_sop, fp) if source_concat_sop else None
-            ),
+            # shared by all parts of one concatenation, so derived from its ConcatenationUID
+            concatenation_uid=derived_uid("concat", concat, fp) if concat else None,
+            concatenation_source_uid=derived_uid("concat-source", concat, fp) if concat else None,
         )
         plans.append(InstancePlan(inst, f"{n:03d}-{inst.flavor.lower()}.dcm", uids))
     return new_series_uid, plans

@@ -381,7 +381,10 @@ class Jpeg2000Codec(Codec):
         common = {"codecformat": "J2K", "mct": image.ndim == 3, "numthreads": 1}
         if settings.lossless:
             return bytes(imagecodecs.jpeg2k_encode(image, reversible=True, **common))
-        level = quality_to_psnr(settings.quality)
+        # OpenJPEG's PSNR target is relative to the sample precision's peak: keep the 8-bit
+        # meaning of q for 16-bit samples, or a 37 dB target would erase their low bits.
+        peak_gain_db = 20 * math.log10((2 ** _bits(image) - 1) / 255)
+        level = quality_to_psnr(settings.quality) + peak_gain_db
         return bytes(imagecodecs.jpeg2k_encode(image, level=level, reversible=False, **common))
 
     def decode(self, data: bytes) -> np.ndarray:
