@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from wsitranscode import __version__
 
@@ -69,12 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from wsitranscode.errors import WsiTranscodeError
 
+    # pydicom warns about invalid values it reads (long UIDs, bad DS); the derived header records
+    # them as "inherited" in the run record, which is where users look for them.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
     try:
         return int(_command_module(args.command).run(args))
     except WsiTranscodeError as err:
         from wsitranscode.commands import console_err
 
-        console_err().print(f"[bold red]error:[/] {err.one_line()}", highlight=False, markup=True)
+        console_err().print(f"[bold red]error:[/] {err.one_line()}", soft_wrap=True)
         from wsitranscode.errors import UsageError
 
         return 2 if isinstance(err, UsageError) else 1

@@ -82,14 +82,15 @@ def run(args: argparse.Namespace) -> int:
             args.input, args.output, options, progress=progress, on_scanned=progress.scanned
         )
     for warning in result.warnings:
-        console_err().print(f"[yellow]warning:[/] {warning}")
+        console_err().print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     if args.json:
         print_json(result.to_json())
     else:
         print_summary(result)
     for series in result.failed:
         console_err().print(
-            f"[bold red]failed:[/] series {series.series_instance_uid}: {series.error}"
+            f"[bold red]failed:[/] series {series.series_instance_uid}: {series.error}",
+            soft_wrap=True,
         )
     return result.exit_code()
 
