@@ -7,6 +7,7 @@ read-only (copy one before spoiling it).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,8 +47,11 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tissue_image() -> np.ndarray:
-    """HxWx3 uint8 H&E (750x1000): a real TCGA region if ../shared/data exists, else synthetic."""
-    if TCGA_SVS.is_file():
+    """HxWx3 uint8 H&E (750x1000): a real TCGA region if ../shared/data exists, else synthetic.
+
+    WSITRANSCODE_SYNTHETIC_TISSUE=1 forces the synthetic image (what a fresh machine sees).
+    """
+    if TCGA_SVS.is_file() and not os.environ.get("WSITRANSCODE_SYNTHETIC_TISSUE"):
         return synth.load_tissue(TCGA_SVS, region=TISSUE_REGION)
     _, _, width, height = TISSUE_REGION
     return synth.synthetic_tissue(height, width, seed=0)
