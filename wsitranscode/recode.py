@@ -1,10 +1,11 @@
 """Recode every frame of every DICOM WSI series in a folder into new DICOM instances.
 
-One instance at a time: frames are read, decoded, encoded and verified by a thread pool with a
-bounded window of frames in flight, and streamed in order to the writer. A series is staged in a
-hidden folder and renamed into place only when every instance in it is complete and verified, so
-a killed run leaves nothing that looks complete; the run record (`wsitranscode-run.json`) makes a
-rerun skip what is already done.
+One instance at a time: frames are read, decoded, encoded and verified in batches by an
+executor (threads by default; processes or Dask, see execute.py) with a bounded window of batches
+in flight, and streamed in order to the writer. A series is staged in a hidden folder and renamed
+into place only when every instance in it is complete and verified, so a killed run leaves
+nothing that looks complete; the run record (`wsitranscode-run.json`) makes a rerun skip what is
+already done.
 """
 
 from __future__ import annotations
@@ -17,23 +18,20 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from wsitranscode import __version__
 from wsitranscode.codecs.base import Codec, EncodeSettings, TargetEncoding, get_codec
 from wsitranscode.errors import (
-    DecodeError,
     InvalidInputError,
     UsageError,
-    VerificationError,
     WsiTranscodeError,
 )
+from wsitranscode.execute import default_workers, make_executor
+from wsitranscode.pipeline import FrameBatch, FrameOutcome, process_batch, psnr_from_mse
 
 RUN_RECORD_NAME = "wsitranscode-run.json"
 RUN_RECORD_VERSION = 1
@@ -69,9 +67,12 @@ class RecodeOptions:
     only: str | None = None  # "volume": recode only VOLUME instances
     min_psnr: float = DEFAULT_MIN_PSNR
     timestamp: datetime | None = None  # fixed creation time for reproducible output
+    executor: str = "local"  # local (threads) | processes | dask
+    scheduler: str | None = None  # Dask scheduler address
+    batch_frames: int = 0  # frames per task; 0: the executor's default
 
     def resolved_workers(self) -> int:
-        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+        return self.workers if self.workers > 0 else default_workers()
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a rerun to resume instead of refusing."""
@@ -151,7 +152,7 @@ class SeriesResult:
             "frames": frames,
             # whole output files (headers included) in bits per pixel of every frame
             "bpp": (self.bytes_out * 8 / self.pixels) if self.pixels else None,
-            "psnr_mean": _finite(_psnr_from_mse(nmse, 1.0)) if lossy else None,
+            "psnr_mean": _finite(psnr_from_mse(nmse, 1.0)) if lossy else None,
             "psnr_min": min(
                 (i.psnr_min for i in self.instances if i.psnr_min is not None), default=None
             ),
@@ -204,10 +205,6 @@ def _series_fields(series: SeriesResult) -> dict[str, Any]:
     data = asdict(series)
     data.pop("instances")
     return data
-
-
-def _psnr_from_mse(mse: float, peak: float) -> float:
-    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,111 +288,27 @@ class RunRecord:
 # Frame processing
 
 
-@dataclass
-class FrameOutcome:
-    index: int
-    data: bytes
-    source_bytes: int
-    mse: float
-    exact: bool
-    decode_s: float
-    encode_s: float
-    verify_s: float
-
-
-class FrameJob:
-    """Everything needed to turn one source frame into one verified target frame."""
-
-    def __init__(
-        self,
-        reader: Any,
-        codec: Codec,
-        settings: EncodeSettings,
-        target: TargetEncoding,
-        source_info: Any,
-        target_info: Any,
-        min_psnr: float,
-        peak: float,
-    ):
-        self.reader = reader
-        self.codec = codec
-        self.settings = settings
-        self.target = target
-        self.source_info = source_info
-        self.target_info = target_info
-        self.min_psnr = min_psnr
-        self.peak = peak
-
-    def __call__(self, index: int) -> FrameOutcome:
-        try:
-            return self._process(index)
-        except WsiTranscodeError as err:
-            raise type(err)(err.message, path=self.reader.path, frame=index) from err
-        except Exception as err:  # a codec library error: name the frame, keep the cause
-            raise DecodeError(
-                f"{type(err).__name__}: {err}", path=self.reader.path, frame=index
-            ) from err
-
-    def _process(self, index: int) -> FrameOutcome:
-        from wsitranscode.dicom.decode import decode_frame
-
-        source = self.reader.read_frame(index)
-        if self.target.compresses_source_bytes:
-            t0 = time.perf_counter()
-            data = self.codec.recompress(source, self.settings)
-            t1 = time.perf_counter()
-            if self.codec.restore_source(data) != source:
-                raise VerificationError(
-                    "recompressed frame does not restore the source bytes exactly"
-                )
-            return FrameOutcome(
-                index, data, len(source), 0.0, True, 0.0, t1 - t0, time.perf_counter() - t1
-            )
-        t0 = time.perf_counter()
-        tile = decode_frame(source, self.source_info)
-        t1 = time.perf_counter()
-        data = self.codec.encode(tile, self.settings)
-        t2 = time.perf_counter()
-        back = decode_frame(data, self.target_info)
-        mse, exact = self._compare(tile, back)
-        return FrameOutcome(
-            index, data, len(source), mse, exact, t1 - t0, t2 - t1, time.perf_counter() - t2
-        )
-
-    def _compare(self, tile: np.ndarray, back: np.ndarray) -> tuple[float, bool]:
-        if back.shape != tile.shape:
-            raise VerificationError(f"decoded shape {back.shape} differs from source {tile.shape}")
-        if not self.target.lossy:
-            if not np.array_equal(tile, back):
-                raise VerificationError("lossless target is not pixel-exact")
-            return 0.0, True
-        diff = tile.astype(np.float32).ravel()
-        diff -= back.ravel()
-        mse = float(np.dot(diff, diff)) / diff.size  # BLAS: fast, and releases the GIL
-        psnr = _psnr_from_mse(mse, self.peak)
-        if psnr < self.min_psnr:
-            raise VerificationError(
-                f"PSNR {psnr:.1f} dB is below the verification floor of {self.min_psnr} dB "
-                "(a decoding or colour error; lower --min-psnr only if this quality is intended)"
-            )
-        return mse, mse == 0.0
-
-
-def ordered_map(
-    pool: ThreadPoolExecutor, fn: Callable[[int], FrameOutcome], count: int, window: int
+def ordered_results(
+    executor: Any, batches: Iterator[FrameBatch], window: int
 ) -> Iterator[FrameOutcome]:
-    """Map fn over range(count) in order, with at most `window` frames in flight (back-pressure)."""
-    pending: deque[Future[FrameOutcome]] = deque()
-    next_index = 0
+    """Run batches on the executor, yielding frame outcomes in order, with at most `window`
+    batches in flight (back-pressure: memory stays bounded whatever the slide size)."""
+    pending: deque[Any] = deque()
     try:
-        while next_index < count or pending:
-            while next_index < count and len(pending) < window:
-                pending.append(pool.submit(fn, next_index))
-                next_index += 1
-            yield pending.popleft().result()
+        for batch in batches:
+            pending.append(executor.submit(process_batch, batch))
+            if len(pending) >= window:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
     finally:
         for future in pending:
             future.cancel()
+
+
+def frame_batches(template: FrameBatch, count: int, size: int) -> Iterator[FrameBatch]:
+    for start in range(0, count, size):
+        yield replace(template, start=start, stop=min(start + size, count))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,7 +349,7 @@ def recode_instance(
     staging_dir: Path,
     codec: Codec,
     options: RecodeOptions,
-    pool: ThreadPoolExecutor,
+    executor: Any,
     progress: ProgressSink,
     created: datetime,
 ) -> InstanceResult:
@@ -470,15 +383,26 @@ def recode_instance(
         result.repairs = repairs
         target_info = PixelInfo.from_dataset(header)
         peak = float(2**info.bits_stored - 1)
-        job = FrameJob(
-            reader, codec, options.settings, target, info, target_info, options.min_psnr, peak
+        template = FrameBatch(
+            path=str(inst.path),
+            start=0,
+            stop=0,
+            codec=codec.name,
+            settings=options.settings,
+            target=target,
+            source_info=info,
+            target_info=target_info,
+            min_psnr=options.min_psnr,
+            peak=peak,
         )
-        window = 4 * options.resolved_workers()
+        batch_size = options.batch_frames or executor.batch_frames
+        batches = frame_batches(template, reader.number_of_frames, batch_size)
+        window = 2 * executor.workers
         sq_error = 0.0
         worst = (-1.0, None)
         all_exact = True
         with EncapsulatedWriter(out_path, header, reader.number_of_frames) as writer:
-            for outcome in ordered_map(pool, job, reader.number_of_frames, window):
+            for outcome in ordered_results(executor, batches, window):
                 writer.write_frame(outcome.data)
                 result.pixel_bytes_in += outcome.source_bytes
                 result.pixel_bytes_out += len(outcome.data)
@@ -502,8 +426,8 @@ def recode_instance(
     if target.lossy and not target.compresses_source_bytes:
         result.mse_mean = sq_error / max(inst.number_of_frames, 1)
         result.peak = peak
-        result.psnr_mean = _finite(_psnr_from_mse(result.mse_mean, peak))
-        result.psnr_min = _finite(_psnr_from_mse(worst[0], peak))
+        result.psnr_mean = _finite(psnr_from_mse(result.mse_mean, peak))
+        result.psnr_min = _finite(psnr_from_mse(worst[0], peak))
         result.worst_frame = worst[1]
     result.sop_instance_uid = plan.uids.sop_instance_uid
     result.bytes_out = out_path.stat().st_size
@@ -655,7 +579,7 @@ class SeriesRecoder:
                 self.staging,
                 self.run.codec,
                 self.run.options,
-                self.run.pool,
+                self.run.executor,
                 self.run.progress,
                 self.run.created,
             )
@@ -690,7 +614,7 @@ def _failed_instance(plan: InstancePlan, message: str) -> InstanceResult:
 
 
 class _Run:
-    """State shared by the series of one run: options, codec, pool, record, progress."""
+    """State shared by the series of one run: options, codec, executor, record, progress."""
 
     def __init__(
         self, input_path: Path, output: Path, options: RecodeOptions, progress: ProgressSink
@@ -707,7 +631,7 @@ class _Run:
         self.warnings: list[str] = []
         self.started = datetime.now(UTC).replace(microsecond=0).isoformat()
         self.created = run_timestamp(options)
-        self.pool: ThreadPoolExecutor
+        self.executor: Any = None
 
     def prepare(self) -> None:
         available, why = self.codec.available()
@@ -781,8 +705,8 @@ def recode(
     run.skipped = [{"path": str(s.path), "reason": s.reason} for s in scanned.skipped]
     if on_scanned is not None:
         on_scanned(scanned)
-    with ThreadPoolExecutor(max_workers=options.resolved_workers()) as pool:
-        run.pool = pool
+    run.executor = make_executor(options.executor, options.workers, options.scheduler)
+    try:
         for series in scanned.series:
             recoder = SeriesRecoder(run, series)
             run.series_results.append(recoder.result)
@@ -790,5 +714,7 @@ def recode(
             if recoder.result.status == "failed":
                 run.progress.end_series(series.uid, "failed")
             run.checkpoint()
+    finally:
+        run.executor.close()
     run.checkpoint()
     return run.result()

@@ -1,0 +1,61 @@
+"""Where frame batches run: threads in this process (default), local processes, or a cluster.
+
+Every executor has the same small surface: `submit(fn, arg)` returns a future with `.result()`,
+`workers` says how many batches may usefully run at once, `batch_frames` how many frames a batch
+should hold (larger where each task costs a round trip), and `close()`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any, Protocol
+
+from wsitranscode.errors import UsageError
+
+EXECUTORS = ("local", "processes", "dask")
+
+
+class Executor(Protocol):
+    workers: int
+    batch_frames: int
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any) -> Any: ...
+    def close(self) -> None: ...
+
+
+class PoolExecutor:
+    """A concurrent.futures pool: threads (codecs release the GIL) or processes."""
+
+    def __init__(self, pool: ThreadPoolExecutor | ProcessPoolExecutor, workers: int, batch: int):
+        self.pool = pool
+        self.workers = workers
+        self.batch_frames = batch
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any) -> Future:
+        return self.pool.submit(fn, arg)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def make_executor(kind: str = "local", workers: int = 0, scheduler: str | None = None) -> Executor:
+    workers = workers if workers > 0 else default_workers()
+    if kind == "local":
+        return PoolExecutor(ThreadPoolExecutor(max_workers=workers), workers, batch=2)
+    if kind == "processes":
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        return PoolExecutor(pool, workers, batch=16)
+    if kind == "dask":
+        from wsitranscode.dask_executor import DaskExecutor
+
+        return DaskExecutor(scheduler, workers)
+    raise UsageError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")

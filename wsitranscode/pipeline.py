@@ -1,0 +1,193 @@
+"""The work on frames: read, decode, encode, verify. Runs wherever an executor puts it.
+
+A `FrameBatch` names everything one batch needs by value (file path, frame range, codec name,
+settings, pixel descriptions), so it pickles: the same function runs in a thread, in a local
+process, or on a Dask worker that sees the same storage. Readers are cached per process.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from wsitranscode.codecs.base import Codec, EncodeSettings, TargetEncoding, get_codec
+from wsitranscode.errors import DecodeError, VerificationError, WsiTranscodeError
+
+
+@dataclass(frozen=True)
+class FrameOutcome:
+    index: int
+    data: bytes
+    source_bytes: int
+    mse: float
+    exact: bool
+    decode_s: float
+    encode_s: float
+    verify_s: float
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Frames [start, stop) of one source file, to be recoded with one codec and settings."""
+
+    path: str
+    start: int
+    stop: int
+    codec: str
+    settings: EncodeSettings
+    target: TargetEncoding
+    source_info: Any  # decode.PixelInfo of the source
+    target_info: Any  # decode.PixelInfo of the output (its syntax and photometric)
+    min_psnr: float
+    peak: float
+
+
+def psnr_from_mse(mse: float, peak: float) -> float:
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+
+
+_READERS: OrderedDict[str, Any] = OrderedDict()
+_READERS_LOCK = threading.Lock()
+_MAX_OPEN_READERS = 8
+
+
+def _reader(path: str) -> Any:
+    """An open FrameReader for path, shared by the threads of this process."""
+    from wsitranscode.dicom.frames import FrameReader
+
+    with _READERS_LOCK:
+        reader = _READERS.get(path)
+        if reader is None:
+            reader = FrameReader(path)
+            _READERS[path] = reader
+            while len(_READERS) > _MAX_OPEN_READERS:
+                _READERS.popitem(last=False)[1].close()
+        _READERS.move_to_end(path)
+        return reader
+
+
+def forget_reader(path: str) -> None:
+    with _READERS_LOCK:
+        reader = _READERS.pop(path, None)
+    if reader is not None:
+        reader.close()
+
+
+def process_batch(batch: FrameBatch) -> list[FrameOutcome]:
+    """Recode and verify the frames of one batch; errors name the file and frame."""
+    codec = get_codec(batch.codec)
+    reader = _reader(batch.path)
+    if batch.target.compresses_source_bytes:
+        return [_recompress(reader, codec, batch, i) for i in range(batch.start, batch.stop)]
+    if hasattr(codec, "encode_batch"):
+        return _encode_batched(reader, codec, batch)
+    return [_encode_one(reader, codec, batch, i) for i in range(batch.start, batch.stop)]
+
+
+def _named(err: Exception, batch: FrameBatch, index: int) -> WsiTranscodeError:
+    if isinstance(err, WsiTranscodeError):
+        return type(err)(err.message, path=batch.path, frame=index)
+    # a codec library error: name the frame, keep the cause's text
+    return DecodeError(f"{type(err).__name__}: {err}", path=batch.path, frame=index)
+
+
+def _recompress(reader: Any, codec: Codec, batch: FrameBatch, index: int) -> FrameOutcome:
+    try:
+        source = reader.read_frame(index)
+        t0 = time.perf_counter()
+        data = codec.recompress(source, batch.settings)
+        t1 = time.perf_counter()
+        if codec.restore_source(data) != source:
+            raise VerificationError("recompressed frame does not restore the source bytes exactly")
+    except Exception as err:
+        raise _named(err, batch, index) from err
+    return FrameOutcome(index, data, len(source), 0.0, True, 0.0, t1 - t0, time.perf_counter() - t1)
+
+
+def _encode_one(reader: Any, codec: Codec, batch: FrameBatch, index: int) -> FrameOutcome:
+    from wsitranscode.dicom.decode import decode_frame
+
+    try:
+        source = reader.read_frame(index)
+        t0 = time.perf_counter()
+        tile = decode_frame(source, batch.source_info)
+        t1 = time.perf_counter()
+        data = codec.encode(tile, batch.settings)
+        t2 = time.perf_counter()
+        mse, exact = compare(tile, decode_frame(data, batch.target_info), batch)
+    except Exception as err:
+        raise _named(err, batch, index) from err
+    return FrameOutcome(
+        index, data, len(source), mse, exact, t1 - t0, t2 - t1, time.perf_counter() - t2
+    )
+
+
+def _encode_batched(reader: Any, codec: Any, batch: FrameBatch) -> list[FrameOutcome]:
+    """Codecs with encode_batch (neural ones) see the whole batch at once."""
+    from wsitranscode.dicom.decode import decode_frame
+
+    indices = range(batch.start, batch.stop)
+    sources, tiles = [], []
+    t0 = time.perf_counter()
+    for index in indices:
+        try:
+            sources.append(reader.read_frame(index))
+            tiles.append(decode_frame(sources[-1], batch.source_info))
+        except Exception as err:
+            raise _named(err, batch, index) from err
+    t1 = time.perf_counter()
+    try:
+        encoded = codec.encode_batch(tiles, batch.settings)
+        t2 = time.perf_counter()
+        decoded = codec.decode_batch(encoded) if hasattr(codec, "decode_batch") else None
+    except Exception as err:
+        raise _named(err, batch, batch.start) from err
+    outcomes = []
+    for n, index in enumerate(indices):
+        try:
+            back = (
+                decoded[n] if decoded is not None else decode_frame(encoded[n], batch.target_info)
+            )
+            mse, exact = compare(tiles[n], back, batch)
+        except Exception as err:
+            raise _named(err, batch, index) from err
+        share = 1 / len(indices)
+        outcomes.append(
+            FrameOutcome(
+                index,
+                encoded[n],
+                len(sources[n]),
+                mse,
+                exact,
+                (t1 - t0) * share,
+                (t2 - t1) * share,
+                (time.perf_counter() - t2) * share,
+            )
+        )
+    return outcomes
+
+
+def compare(tile: np.ndarray, back: np.ndarray, batch: FrameBatch) -> tuple[float, bool]:
+    """Verify a decoded output frame against its decoded source frame; returns (MSE, exact)."""
+    if back.shape != tile.shape:
+        raise VerificationError(f"decoded shape {back.shape} differs from source {tile.shape}")
+    if not batch.target.lossy:
+        if not np.array_equal(tile, back):
+            raise VerificationError("lossless target is not pixel-exact")
+        return 0.0, True
+    diff = tile.astype(np.float32).ravel()
+    diff -= back.ravel()
+    mse = float(np.dot(diff, diff)) / diff.size  # BLAS: fast, and releases the GIL
+    psnr = psnr_from_mse(mse, batch.peak)
+    if psnr < batch.min_psnr:
+        raise VerificationError(
+            f"PSNR {psnr:.1f} dB is below the verification floor of {batch.min_psnr} dB "
+            "(a decoding or colour error; lower --min-psnr only if this quality is intended)"
+        )
+    return mse, mse == 0.0
