@@ -70,6 +70,7 @@ class RecodeOptions:
     executor: str = "local"  # local (threads) | processes | dask
     scheduler: str | None = None  # Dask scheduler address
     batch_frames: int = 0  # frames per task; 0: the executor's default
+    follow_symlinks: bool = False
 
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else default_workers()
@@ -81,6 +82,8 @@ class RecodeOptions:
             "quality": self.settings.quality,
             "lossless": self.settings.lossless,
             "effort": self.settings.effort,
+            # where and in what batches the work runs does not change the output
+            "extra": {k: v for k, v in self.settings.extra if k not in ("device", "batch_size")},
             "only": self.only,
         }
 
@@ -701,7 +704,7 @@ def recode(
     output.mkdir(parents=True, exist_ok=True)
     run = _Run(input_path, output, options, progress or NullProgress())
     run.prepare()
-    scanned = scan(input_path)
+    scanned = scan(input_path, follow_symlinks=options.follow_symlinks)
     run.skipped = [{"path": str(s.path), "reason": s.reason} for s in scanned.skipped]
     if on_scanned is not None:
         on_scanned(scanned)

@@ -17,10 +17,11 @@ from rich.progress import (
 from rich.table import Table
 
 from wsitranscode.commands import console_err, console_out, print_json
+from wsitranscode.execute import EXECUTORS
 
 QUALITY_HELP = (
-    "quality 0-100, higher is better (default 85); mapped per codec: JPEG quality, "
-    "JPEG XL distance, JPEG 2000/HTJ2K PSNR target, WebP quality (see docs/usage.md)"
+    "quality 0-100, higher is better (default 85); the same q gives about the fidelity libjpeg "
+    "reaches at that quality, whatever the codec (mappings in docs/usage.md)"
 )
 
 
@@ -55,7 +56,46 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         metavar="DB",
         help="verification floor for lossy frames (default 20 dB): a frame below it fails",
     )
+    p.add_argument(
+        "--follow-symlinks", action="store_true", help="follow symbolic links inside the input"
+    )
+    run_on = p.add_argument_group("where the work runs")
+    run_on.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local threads (default), local processes, or a Dask cluster",
+    )
+    run_on.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="Dask scheduler address (tcp://host:8786); default: a local cluster",
+    )
+    run_on.add_argument(
+        "--batch-frames",
+        type=int,
+        default=0,
+        metavar="N",
+        help="frames per task (default: the executor's)",
+    )
+    neural = p.add_argument_group("neural codecs")
+    neural.add_argument("--weights", type=Path, default=None, help="local weights file")
+    neural.add_argument("--model", type=Path, default=None, help="a model made by `train`")
+    neural.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    neural.add_argument("--batch-size", type=int, default=None, help="tiles per network batch")
     p.add_argument("--json", action="store_true", help="print the run result as JSON on stdout")
+
+
+def codec_extra(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """Codec-specific options, passed to the codec through EncodeSettings.extra."""
+    pairs = {
+        "weights": args.weights and str(args.weights.resolve()),
+        "model": args.model and str(args.model.resolve()),
+        "device": args.device,
+        "batch_size": args.batch_size and str(args.batch_size),
+    }
+    return tuple((k, v) for k, v in pairs.items() if v)
 
 
 def _quality(text: str) -> int:
@@ -71,8 +111,14 @@ def run(args: argparse.Namespace) -> int:
 
     options = RecodeOptions(
         codec=args.codec,
-        settings=EncodeSettings(quality=args.q, lossless=args.lossless, effort=args.effort),
+        settings=EncodeSettings(
+            quality=args.q, lossless=args.lossless, effort=args.effort, extra=codec_extra(args)
+        ),
         workers=args.workers,
+        executor=args.executor,
+        scheduler=args.scheduler,
+        batch_frames=args.batch_frames,
+        follow_symlinks=args.follow_symlinks,
         overwrite=args.overwrite,
         only=args.only,
         min_psnr=DEFAULT_MIN_PSNR if args.min_psnr is None else args.min_psnr,
