@@ -71,6 +71,7 @@ class RecodeOptions:
     scheduler: str | None = None  # Dask scheduler address
     batch_frames: int = 0  # frames per task; 0: the executor's default
     follow_symlinks: bool = False
+    export: bool = False  # only series in private syntaxes; keep references to both predecessors
 
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else default_workers()
@@ -85,6 +86,7 @@ class RecodeOptions:
             # where and in what batches the work runs does not change the output
             "extra": {k: v for k, v in self.settings.extra if k not in ("device", "batch_size")},
             "only": self.only,
+            "export": self.export,
         }
 
 
@@ -123,7 +125,8 @@ class SeriesResult:
     series_instance_uid: str
     patient_id: str
     study_instance_uid: str
-    status: str = "pending"  # ok | failed | done-before
+    status: str = "pending"  # ok | failed | done-before | skipped
+    note: str | None = None
     new_series_instance_uid: str | None = None
     output_dir: str | None = None
     instances: list[InstanceResult] = field(default_factory=list)
@@ -382,6 +385,7 @@ def recode_instance(
             source_path=inst.path,
             now=created,
             software_version=__version__,
+            keep_ancestors=options.export,
         )
         result.repairs = repairs
         target_info = PixelInfo.from_dataset(header)
@@ -526,6 +530,10 @@ class SeriesRecoder:
         run = self.run
         if self.series.problems:
             raise InvalidInputError("; ".join(self.series.problems))
+        if run.options.export and not self._has_private_syntax():
+            self.result.status = "skipped"
+            self.result.note = "already in standard transfer syntaxes: nothing to export"
+            return
         new_uid, plans = plan_series(self.series, run.options)
         self.result.new_series_instance_uid = new_uid
         final_dir = run.output / new_uid
@@ -553,6 +561,11 @@ class SeriesRecoder:
         self.staging = None
         self.result.status = "ok"
         run.progress.end_series(self.series.uid, "ok")
+
+    def _has_private_syntax(self) -> bool:
+        from wsitranscode.dicom.syntaxes import is_private
+
+        return any(is_private(i.transfer_syntax_uid) for i in self.series.instances)
 
     def _already_done(self, plans: list[InstancePlan], final_dir: Path) -> bool:
         done = self.run.done

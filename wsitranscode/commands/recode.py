@@ -127,9 +127,14 @@ def run(args: argparse.Namespace) -> int:
         result = recode(
             args.input, args.output, options, progress=progress, on_scanned=progress.scanned
         )
+    return report_outcome(result, args.json)
+
+
+def report_outcome(result: Any, as_json: bool) -> int:
+    """Warnings and failures on stderr; the table or JSON on stdout; the exit code."""
     for warning in result.warnings:
         console_err().print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
-    if args.json:
+    if as_json:
         print_json(result.to_json())
     else:
         print_summary(result)
@@ -227,7 +232,8 @@ def print_summary(result: Any) -> None:
 
 
 def _status(status: str) -> str:
-    colour = {"ok": "green", "done-before": "cyan", "failed": "red"}.get(status, "white")
+    colour = {"ok": "green", "done-before": "cyan", "failed": "red", "skipped": "yellow"}
+    colour = colour.get(status, "white")
     return f"[{colour}]{status}[/]"
 
 

@@ -145,9 +145,13 @@ def derive_header(
     source_path: Path | str | None = None,
     now: datetime | None = None,
     software_version: str,
+    keep_ancestors: bool = False,
 ) -> tuple[Dataset, list[str]]:
     """The header of the re-encoded instance (file meta included, no Pixel Data) and the list
     of repairs ("repaired: ...") and inherited problems ("inherited: ...").
+
+    `keep_ancestors` (used by `export`) keeps the source's own Source Image Sequence items after
+    the reference to the source, so the output points back to both predecessors.
 
     The source is not modified. When `target.lossy`, RATIO_PLACEHOLDER stands where the
     compression ratio goes; `EncapsulatedWriter.commit` replaces it.
@@ -168,7 +172,7 @@ def derive_header(
     history = _source_lossy_history(source, source_syntax, source_path, notes)
     _set_lossy_compression(header, target, history, notes)
     _set_derivation(header, target, software_version)
-    _set_source_references(header, source, history.source_lossy)
+    _set_source_references(header, source, history.source_lossy, keep_ancestors)
     _add_contributing_equipment(header, target, software_version, now)
     _set_series_description(header, target)
     header.InstanceCreationDate = now.strftime("%Y%m%d")
@@ -506,13 +510,16 @@ def _set_derivation(header: Dataset, target: TargetEncoding, software_version: s
     # describe how its pixels came about, stay true and are kept.
 
 
-def _set_source_references(header: Dataset, source: Dataset, source_lossy: bool) -> None:
+def _set_source_references(
+    header: Dataset, source: Dataset, source_lossy: bool, keep_ancestors: bool = False
+) -> None:
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.get("SOPClassUID", VL_WSI_SOP_CLASS_UID)
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
     purpose = LOSSY_COMPRESSED_PREDECESSOR if source_lossy else UNCOMPRESSED_PREDECESSOR
     reference.PurposeOfReferenceCodeSequence = Sequence([_code_item(purpose)])
-    header.SourceImageSequence = Sequence([reference])
+    ancestors = list(source.get("SourceImageSequence", [])) if keep_ancestors else []
+    header.SourceImageSequence = Sequence([reference, *ancestors])
     _add_referenced_series(header, source)
 
 
