@@ -1,0 +1,166 @@
+"""Recode on a real Dask distributed cluster (worker processes on 127.0.0.1): the output is byte
+for byte the local run's, a worker killed mid-run is survived, task errors come back named."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed")
+
+from wsitranscode.cli import main  # noqa: E402
+from wsitranscode.codecs.base import EncodeSettings  # noqa: E402
+from wsitranscode.dicom.frames import FrameReader  # noqa: E402
+from wsitranscode.errors import UsageError  # noqa: E402
+from wsitranscode.recode import RUN_RECORD_NAME, RecodeOptions, recode  # noqa: E402
+
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+EXPLICIT = "1.2.840.10008.1.2.1"
+CREATED = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.dcm"))}
+
+
+@pytest.fixture(scope="module")
+def slide(wsi_factory):
+    # 128-pixel tiles: 48 + 12 frames, a label and a thumbnail; enough tasks to spread
+    return wsi_factory(
+        "dask", transfer_syntax=JPEG_BASELINE, levels=2, tile_size=128, label=True, thumbnail=True
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as local_cluster:
+        yield local_cluster
+
+
+@pytest.fixture(scope="module")
+def local_output(slide, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "out"
+    result = recode(slide, out, _options("local"))
+    assert result.exit_code() == 0
+    return _outputs(out)
+
+
+def _options(executor: str, scheduler: str | None = None, **kwargs) -> RecodeOptions:
+    return RecodeOptions(
+        codec="jxl",
+        settings=EncodeSettings(quality=85, effort=kwargs.pop("effort", 3)),
+        workers=2,
+        executor=executor,
+        scheduler=scheduler,
+        timestamp=CREATED,
+        **kwargs,
+    )
+
+
+def test_cli_dask_with_its_own_local_cluster_equals_local_run(
+    slide, local_output, tmp_path, monkeypatch
+):
+    # the CLI path: no scheduler given, so DaskExecutor starts (and closes) a LocalCluster
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(int(CREATED.timestamp())))
+    out = tmp_path / "out"
+    argv = ["recode", str(slide), "-o", str(out), "--codec", "jxl", "--effort", "3", "--q", "85"]
+    code = main([*argv, "--executor", "dask", "--workers", "2", "--batch-frames", "5"])
+    assert code == 0
+    assert _outputs(out) == local_output
+    assert len(local_output) == 4
+
+
+@pytest.mark.parametrize("batch_frames", [1, 7])
+def test_scheduler_address_any_batch_size_equals_local_run(
+    slide, local_output, cluster, tmp_path, batch_frames
+):
+    out = tmp_path / "out"
+    options = _options("dask", cluster.scheduler_address, batch_frames=batch_frames)
+    result = recode(slide, out, options)
+    assert result.exit_code() == 0
+    assert _outputs(out) == local_output
+
+
+class KillOneWorkerAfter:
+    """A progress sink that SIGKILLs one Dask worker process once `frames` frames are written:
+    tasks are then in flight on it (the window is 2 x workers batches)."""
+
+    def __init__(self, client, frames: int):
+        self.client = client
+        self.frames = frames
+        self.written = 0
+        self.killed_pid: int | None = None
+        self.tasks_on_killed = 0
+
+    def start_series(self, series_uid: str, total_frames: int) -> None:
+        pass
+
+    def end_series(self, series_uid: str, status: str) -> None:
+        pass
+
+    def advance(self, frames: int) -> None:
+        self.written += frames
+        if self.killed_pid is None and self.written >= self.frames:
+            pids = self.client.run(os.getpid)
+            # the worker holding the most tasks: it is running one of ours now
+            processing = self.client.processing()
+            busiest = max(pids, key=lambda address: len(processing.get(address, ())))
+            self.killed_pid = pids[busiest]
+            self.tasks_on_killed = len(processing.get(busiest, ()))
+            os.kill(self.killed_pid, signal.SIGKILL)
+
+
+def test_worker_killed_mid_run_is_survived(slide, local_output, cluster, tmp_path):
+    out = tmp_path / "out"
+    with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
+        # effort 7 and one frame per task: many slow tasks, so the kill lands mid-run
+        killer = KillOneWorkerAfter(client, frames=6)
+        options = _options("dask", cluster.scheduler_address, batch_frames=1, effort=7)
+        local = recode(slide, tmp_path / "local-e7", _options("local", effort=7))
+        result = recode(slide, out, options, progress=killer)
+        assert killer.killed_pid is not None and killer.tasks_on_killed > 0
+        assert killer.written == 62  # every frame written once, none lost or repeated
+        client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
+        assert killer.killed_pid not in client.run(os.getpid).values()
+    assert result.exit_code() == 0, [s.error for s in result.series]
+    assert local.exit_code() == 0
+    assert _outputs(out) == _outputs(tmp_path / "local-e7")
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    statuses = {i["status"] for s in record["series"] for i in s["instances"]}
+    assert statuses == {"ok"}
+
+
+def test_frame_error_on_a_worker_comes_back_named(slide, cluster, tmp_path):
+    folder = tmp_path / "in"
+    shutil.copytree(slide, folder)
+    victim = sorted(folder.rglob("level0.dcm"))[0]
+    with FrameReader(victim) as reader:
+        frame = reader.read_frame(5)
+    data = bytearray(victim.read_bytes())
+    start = data.index(frame)
+    data[start + 2 : start + len(frame) - 2] = b"\x00" * (len(frame) - 4)  # SOI kept, body wiped
+    victim.write_bytes(bytes(data))
+    result = recode(folder, tmp_path / "out", _options("dask", cluster.scheduler_address))
+    assert result.exit_code() == 1
+    error = result.series[0].error
+    assert error and "\n" not in error and str(victim) in error and "frame 5" in error
+
+
+def test_unreachable_scheduler_is_one_line(slide, tmp_path):
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(UsageError, match="cannot reach the Dask scheduler at tcp://"):
+            recode(slide, tmp_path / "out", _options("dask", "tcp://127.0.0.1:9"))
