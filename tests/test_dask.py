@@ -161,6 +161,8 @@ def test_frame_error_on_a_worker_comes_back_named(slide, cluster, tmp_path):
 def test_unreachable_scheduler_is_one_line(slide, tmp_path):
     import dask
 
-    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
-        with pytest.raises(UsageError, match="cannot reach the Dask scheduler at tcp://"):
-            recode(slide, tmp_path / "out", _options("dask", "tcp://127.0.0.1:9"))
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(UsageError, match="cannot reach the Dask scheduler at tcp://"),
+    ):
+        recode(slide, tmp_path / "out", _options("dask", "tcp://127.0.0.1:9"))
