@@ -21,11 +21,15 @@ from typing import Any
 import numpy as np
 
 from wsitranscode.dicom import syntaxes as ts
+from wsitranscode.dicom.codestream import oversize_problem
 from wsitranscode.errors import DecodeError, InvalidInputError, UnsupportedError
 
 COLOUR_PHOTOMETRICS = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"})
 MONOCHROME_PHOTOMETRICS = frozenset({"MONOCHROME2", "MONOCHROME1"})
 _YBR = frozenset({"YBR_FULL", "YBR_FULL_422"})
+# Rows x Columns of one frame: 16,384 x 16,384. Tiles are far smaller; a header asking for more
+# would make every decoder allocate gigabytes per frame (docs/reliability.md).
+MAX_FRAME_PIXELS = 1 << 28
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,11 @@ class PixelInfo:
             return f"cannot decode frames in {ts.name_of(self.transfer_syntax_uid)}"
         if self.rows < 1 or self.columns < 1:
             return f"invalid frame size {self.rows}x{self.columns}"
+        if self.rows * self.columns > MAX_FRAME_PIXELS:
+            return (
+                f"frames of {self.columns}x{self.rows} pixels are larger than this tool "
+                f"decodes ({MAX_FRAME_PIXELS:,} pixels a frame)"
+            )
         if self.samples_per_pixel not in (1, 3):
             return f"{self.samples_per_pixel} samples per pixel (only 1 or 3 are supported)"
         if self.bits_allocated not in (8, 16):
@@ -117,6 +126,9 @@ def decode_frame(data: bytes, info: PixelInfo) -> np.ndarray:
     decoder = _DECODERS.get(info.transfer_syntax_uid)
     if decoder is None:
         raise DecodeError(f"cannot decode frames in {ts.name_of(info.transfer_syntax_uid)}")
+    bomb = oversize_problem(data, info)
+    if bomb:
+        raise DecodeError(f"{ts.name_of(info.transfer_syntax_uid)} {bomb}")
     try:
         arr = decoder(data, info)
     except DecodeError:
@@ -359,6 +371,13 @@ def _decode_webp(data: bytes, info: PixelInfo) -> np.ndarray:
     return imagecodecs.webp_decode(data, hasalpha=False)
 
 
+def _decode_neural(data: bytes, info: PixelInfo) -> np.ndarray:
+    # torch is imported only here, when a neural frame is met (wsitranscode.neural.decoding).
+    from wsitranscode.neural.decoding import decode_neural_frame
+
+    return decode_neural_frame(data, info.rows, info.columns, info.samples_per_pixel)
+
+
 _DECODERS: dict[str, Callable[[bytes, PixelInfo], np.ndarray]] = {
     ts.IMPLICIT_VR_LITTLE_ENDIAN: _decode_native,
     ts.EXPLICIT_VR_LITTLE_ENDIAN: _decode_native,
@@ -379,6 +398,7 @@ _DECODERS: dict[str, Callable[[bytes, PixelInfo], np.ndarray]] = {
     ts.JPEG_XL_JPEG_RECOMPRESSION: _decode_jpegxl,
     ts.JPEG_XL: _decode_jpegxl,
     ts.PRIVATE_WEBP: _decode_webp,
+    **dict.fromkeys(ts.NEURAL_SYNTAXES, _decode_neural),
 }
 
 DECODABLE_SYNTAXES = frozenset(_DECODERS)

@@ -64,6 +64,9 @@ REQUIRED_ATTRIBUTES = (
     "TotalPixelMatrixColumns",
     "TotalPixelMatrixRows",
 )
+# A 75 mm slide at 0.1 um per pixel is 750,000 pixels long: more than this is damage, and readers
+# that size a mask or thumbnail by the total pixel matrix would allocate without bound.
+MAX_TOTAL_PIXEL_MATRIX_SIDE = 1 << 20
 _POSITIVE_INTEGERS = {
     "Rows",
     "Columns",
@@ -375,7 +378,35 @@ def _header_problems(path: Path, ds: Dataset, instance: Instance) -> list[str]:
             problems.append(f"{path}: invalid {keyword} {ds.get(keyword)!r}")
     if instance.image_type and not instance.flavor:
         problems.append(f"{path}: ImageType has no value 3 (VOLUME, LABEL, ...)")
+    if not problems:
+        problems += _geometry_problems(path, instance)
     return problems
+
+
+def _geometry_problems(path: Path, instance: Instance) -> list[str]:
+    """A total pixel matrix no slide has, or TILED_FULL frames that cannot cover it."""
+    for keyword, value in (
+        ("TotalPixelMatrixColumns", instance.total_columns),
+        ("TotalPixelMatrixRows", instance.total_rows),
+    ):
+        if value > MAX_TOTAL_PIXEL_MATRIX_SIDE:
+            return [
+                f"{path}: {keyword} {value} is larger than any slide "
+                f"(limit {MAX_TOTAL_PIXEL_MATRIX_SIDE:,} pixels)"
+            ]
+    if instance.dimension_organization != "TILED_FULL" or instance.concatenation_uid:
+        return []
+    tiles = -(-instance.total_columns // instance.columns) * -(
+        -instance.total_rows // instance.rows
+    )
+    needed = tiles * instance.focal_planes * instance.optical_paths
+    if instance.number_of_frames < needed:
+        return [
+            f"{path}: TILED_FULL with {instance.number_of_frames} frames cannot cover the "
+            f"{instance.total_columns}x{instance.total_rows} TotalPixelMatrixColumns x Rows "
+            f"({needed} tiles of {instance.columns}x{instance.rows})"
+        ]
+    return []
 
 
 def _at_functional_groups_or_pixels(tag: int, vr: str | None, length: int) -> bool:
