@@ -371,6 +371,13 @@ def _decode_webp(data: bytes, info: PixelInfo) -> np.ndarray:
     return imagecodecs.webp_decode(data, hasalpha=False)
 
 
+def _decode_neural(data: bytes, info: PixelInfo) -> np.ndarray:
+    # torch is imported only here, when a neural frame is met (wsitranscode.neural.decoding).
+    from wsitranscode.neural.decoding import decode_neural_frame
+
+    return decode_neural_frame(data, info.rows, info.columns, info.samples_per_pixel)
+
+
 _DECODERS: dict[str, Callable[[bytes, PixelInfo], np.ndarray]] = {
     ts.IMPLICIT_VR_LITTLE_ENDIAN: _decode_native,
     ts.EXPLICIT_VR_LITTLE_ENDIAN: _decode_native,
@@ -391,6 +398,7 @@ _DECODERS: dict[str, Callable[[bytes, PixelInfo], np.ndarray]] = {
     ts.JPEG_XL_JPEG_RECOMPRESSION: _decode_jpegxl,
     ts.JPEG_XL: _decode_jpegxl,
     ts.PRIVATE_WEBP: _decode_webp,
+    **dict.fromkeys(ts.NEURAL_SYNTAXES, _decode_neural),
 }
 
 DECODABLE_SYNTAXES = frozenset(_DECODERS)

@@ -7,7 +7,7 @@ that `ds.pixel_array` and `pydicom.pixels.iter_pixels` work on every file we wri
 
 Private transfer syntaxes live under the project root `PROJECT_ROOT` (a 2.25 UUID-derived root,
 see docs/design.md, "Private transfer syntaxes"): `.1.x` image codecs without a DICOM syntax
-(`.1.1` WebP), `.2.x` reserved for neural codecs.
+(`.1.1` WebP), `.2.x` neural codecs (`.2.1` factorized, `.2.2` hyperprior, `.2.3` stain-aware).
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ PROJECT_ROOT = "2.25.39446534520382642101584445488178659938"
 PRIVATE_IMAGE_CODECS_ROOT = PROJECT_ROOT + ".1"
 PRIVATE_NEURAL_CODECS_ROOT = PROJECT_ROOT + ".2"
 PRIVATE_WEBP = PRIVATE_IMAGE_CODECS_ROOT + ".1"
+# Neural codecs, one syntax per architecture family; every frame is a self-describing container
+# naming its model and weights hash (wsitranscode.neural.bitstream, docs/neural.md).
+PRIVATE_NEURAL_FACTORIZED = PRIVATE_NEURAL_CODECS_ROOT + ".1"  # bmshj2018-factorized
+PRIVATE_NEURAL_HYPERPRIOR = PRIVATE_NEURAL_CODECS_ROOT + ".2"  # bmshj2018-hyperprior
+PRIVATE_NEURAL_STAIN_AWARE = PRIVATE_NEURAL_CODECS_ROOT + ".3"  # factorized, stain-aware encoder
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,12 @@ _SYNTAXES = (
     Syntax(JPEG_XL, "JPEG XL", "JPEGXL", True, True),
     # May be lossless or lossy; treated as lossy unless the header says otherwise.
     Syntax(PRIVATE_WEBP, "WebP (wsitranscode private)", "WsiTranscodeWebP", True, True, True),
+    Syntax(PRIVATE_NEURAL_FACTORIZED, "Neural bmshj2018-factorized (wsitranscode private)",
+           "WsiTranscodeNeuralFactorized", True, True, True),
+    Syntax(PRIVATE_NEURAL_HYPERPRIOR, "Neural bmshj2018-hyperprior (wsitranscode private)",
+           "WsiTranscodeNeuralHyperprior", True, True, True),
+    Syntax(PRIVATE_NEURAL_STAIN_AWARE, "Neural stain-aware factorized (wsitranscode private)",
+           "WsiTranscodeNeuralStainAware", True, True, True),
 )  # fmt: skip
 
 SYNTAXES: dict[str, Syntax] = {s.uid: s for s in _SYNTAXES}
@@ -88,6 +99,9 @@ JPEG_2000_FAMILY = frozenset(
 )
 JPEG_XL_FAMILY = frozenset({JPEG_XL_LOSSLESS, JPEG_XL_JPEG_RECOMPRESSION, JPEG_XL})
 PRIVATE_SYNTAXES = frozenset(s.uid for s in _SYNTAXES if s.private)
+NEURAL_SYNTAXES = frozenset(
+    {PRIVATE_NEURAL_FACTORIZED, PRIVATE_NEURAL_HYPERPRIOR, PRIVATE_NEURAL_STAIN_AWARE}
+)
 
 
 def name_of(uid: str) -> str:
