@@ -549,6 +549,7 @@ class SeriesRecoder:
             shutil.rmtree(final_dir)
         self.staging = run.output / (STAGING_PREFIX + new_uid)
         self.staging.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(self.staging, {plan.output_name for plan in plans})
         run.progress.start_series(self.series.uid, sum(p.instance.number_of_frames for p in plans))
         for plan in plans:
             self.result.instances.append(self._instance(plan))
@@ -607,6 +608,17 @@ class SeriesRecoder:
             return _failed_instance(
                 plan, f"{err.filename or plan.instance.path}: {err.strerror or err}"
             )
+
+
+def _remove_leftovers(staging: Path, planned: set[str]) -> None:
+    """A killed run leaves its temporary files in the staging folder: never publish them."""
+    for entry in staging.iterdir():
+        if entry.name in planned:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _instance_from_row(row: dict[str, Any]) -> InstanceResult:

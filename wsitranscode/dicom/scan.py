@@ -375,7 +375,7 @@ def _header_problems(path: Path, ds: Dataset, instance: Instance) -> list[str]:
         if _absent(ds, keyword):
             problems.append(f"{path}: missing {keyword}")
         elif keyword in _POSITIVE_INTEGERS and _int(ds, keyword) <= 0:
-            problems.append(f"{path}: invalid {keyword} {ds.get(keyword)!r}")
+            problems.append(f"{path}: invalid {keyword} {_clipped(ds.get(keyword))}")
     if instance.image_type and not instance.flavor:
         problems.append(f"{path}: ImageType has no value 3 (VOLUME, LABEL, ...)")
     if not problems:
@@ -610,6 +610,12 @@ def _int(ds: Dataset, keyword: str) -> int:
         return int(value) if value not in (None, "") else 0
     except (TypeError, ValueError):
         return 0
+
+
+def _clipped(value: Any, limit: int = 60) -> str:
+    """repr of a header value for a message: a damaged length can make it megabytes long."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _sop_class_name(uid: str) -> str:

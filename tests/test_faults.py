@@ -1,0 +1,241 @@
+"""Fault harness for `recode`: SIGKILL at random moments, a disk that fills at different points,
+corrupted inputs. After each fault nothing on disk looks complete unless it is, the inputs are
+untouched, and a rerun finishes with output byte-identical to an uninterrupted run's.
+
+"Looks complete" means a visible `NNN-<flavor>.dcm` name (in a published series folder or in a
+hidden staging folder) or a published series folder: writers use hidden temporary names until
+their atomic rename, and series folders are renamed into place only when whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from wsitranscode.recode import RUN_RECORD_NAME, STAGING_PREFIX
+
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+ENV = {**os.environ, "SOURCE_DATE_EPOCH": "1767225600", "PYTHONUNBUFFERED": "1"}
+KILLS = int(os.environ.get("WSITRANSCODE_FAULT_KILLS", "4"))
+SEED = int(os.environ.get("WSITRANSCODE_FAULT_SEED", "7"))
+
+
+def _recode_cmd(src: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "wsitranscode",
+        "recode",
+        str(src),
+        "-o",
+        str(out),
+        "--codec",
+        "jxl",
+        "--q",
+        "85",
+        "--effort",
+        "7",
+        "--workers",
+        "1",
+        *extra,
+    ]
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _series_files(out: Path) -> dict[str, bytes]:
+    """Published output: <series folder>/<file> -> bytes (staging folders excluded)."""
+    return {
+        f"{p.parent.name}/{p.name}": p.read_bytes()
+        for p in sorted(out.glob("*/*.dcm"))
+        if not p.parent.name.startswith(".")
+    }
+
+
+def assert_nothing_looks_complete_unless_it_is(out: Path, clean: dict[str, bytes]) -> None:
+    if not out.exists():
+        return
+    clean_series = {key.split("/")[0] for key in clean}
+    for path in sorted(out.rglob("*")):
+        if path.is_dir():
+            if path.parent == out and not path.name.startswith("."):
+                # a published series folder holds exactly the clean run's files
+                names = sorted(p.name for p in path.iterdir())
+                expected = sorted(k.split("/")[1] for k in clean if k.startswith(path.name + "/"))
+                assert path.name in clean_series and names == expected, path
+            continue
+        if path.name == RUN_RECORD_NAME:
+            json.loads(path.read_text())  # written atomically: always whole
+            continue
+        if path.name.startswith("."):
+            continue  # a temporary name: incomplete and says so
+        series = path.parent.name.removeprefix(STAGING_PREFIX)
+        key = f"{series}/{path.name}"
+        assert key in clean, f"unexpected visible file {path}"
+        assert path.read_bytes() == clean[key], f"{path} looks complete but differs"
+
+
+@pytest.fixture(scope="module")
+def archive(wsi_factory, tmp_path_factory) -> Path:
+    """Two slides (two series), each with three levels, a label and a thumbnail."""
+    folder = tmp_path_factory.mktemp("faults") / "in"
+    for seed in (1, 2):
+        src = wsi_factory(
+            f"faults-{seed}",
+            transfer_syntax=JPEG_BASELINE,
+            levels=3,
+            tile_size=128,
+            label=True,
+            thumbnail=True,
+            seed=seed,
+            patient_id=f"FAULTS-{seed}",
+        )
+        shutil.copytree(src, folder / f"slide{seed}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clean_run(archive, tmp_path_factory) -> tuple[dict[str, bytes], float]:
+    out = tmp_path_factory.mktemp("faults-clean") / "out"
+    started = time.monotonic()
+    subprocess.run(_recode_cmd(archive, out), env=ENV, check=True, capture_output=True)
+    elapsed = time.monotonic() - started
+    files = _series_files(out)
+    assert len(files) == len(list(archive.rglob("*.dcm")))
+    return files, elapsed
+
+
+def test_sigkill_at_random_moments_then_rerun(archive, clean_run, tmp_path):
+    clean, clean_seconds = clean_run
+    before = _hashes(archive)
+    out = tmp_path / "out"
+    rng = random.Random(SEED)
+    kills = 0
+    for _ in range(KILLS):
+        delay = rng.uniform(0.2, clean_seconds)
+        proc = subprocess.Popen(
+            _recode_cmd(archive, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        assert_nothing_looks_complete_unless_it_is(out, clean)
+    assert kills >= KILLS // 2, "most runs finished before their kill: the fixture is too fast"
+    rerun = subprocess.run(_recode_cmd(archive, out), env=ENV, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _series_files(out) == clean
+    assert_nothing_looks_complete_unless_it_is(out, clean)
+    leftovers = [p for p in out.rglob(".*") if p.name != RUN_RECORD_NAME]
+    assert leftovers == []
+    assert _hashes(archive) == before
+
+
+# ---------------------------------------------------------------------- a disk that fills
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+
+    def resize(kilobytes: int, remount: bool = False) -> None:
+        options = f"{'remount,' if remount else ''}size={kilobytes}k"
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {proc.stderr.decode()}")
+
+    yield mount, resize
+    subprocess.run(["umount", str(mount)], check=False, capture_output=True)
+
+
+@pytest.mark.parametrize("fraction", [0.15, 0.5, 0.85])
+def test_disk_full_at_different_points_then_rerun_with_space(
+    archive, clean_run, small_disk, fraction
+):
+    clean, _ = clean_run
+    before = _hashes(archive)
+    mount, resize = small_disk
+    needed_kb = sum(len(b) for b in clean.values()) // 1024
+    resize(max(int(needed_kb * fraction), 8))
+    out = mount / "out"
+    first = subprocess.run(_recode_cmd(archive, out), env=ENV, capture_output=True, text=True)
+    assert first.returncode == 1
+    assert "space" in first.stderr.lower()
+    assert "Traceback" not in first.stderr
+    assert_nothing_looks_complete_unless_it_is(out, clean)
+    resize(needed_kb * 3 + 1024, remount=True)
+    rerun = subprocess.run(_recode_cmd(archive, out), env=ENV, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _series_files(out) == clean
+    assert [p for p in out.rglob(".*") if p.name != RUN_RECORD_NAME] == []
+    assert _hashes(archive) == before
+
+
+# ---------------------------------------------------------------------- corrupted inputs
+
+
+def _corrupt_a_frame(path: Path, seed: int) -> None:
+    from wsitranscode.dicom.frames import FrameReader
+
+    with FrameReader(path) as reader:
+        index = random.Random(seed).randrange(reader.number_of_frames)
+        frame = reader.read_frame(index)
+    data = bytearray(path.read_bytes())
+    start = data.index(frame)
+    data[start + 2 : start + len(frame) - 2] = b"\0" * (len(frame) - 4)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["frame", "truncated", "header"])
+def test_corrupted_input_fails_its_series_then_rerun_after_repair(
+    archive, clean_run, tmp_path, damage
+):
+    clean, _ = clean_run
+    folder = tmp_path / "in"
+    shutil.copytree(archive, folder)
+    victim = sorted((folder / "slide2").glob("level0.dcm"))[0]
+    pristine = victim.read_bytes()
+    if damage == "frame":
+        _corrupt_a_frame(victim, seed=SEED)
+    elif damage == "truncated":
+        victim.write_bytes(pristine[: len(pristine) * 2 // 3])
+    else:  # Rows' length says 65,520 bytes: the rest of the header is read as its value
+        spoiled = bytearray(pristine)
+        rows = spoiled.index(b"\x28\x00\x10\x00US")
+        spoiled[rows + 6 : rows + 8] = (0xFFF0).to_bytes(2, "little")
+        victim.write_bytes(bytes(spoiled))
+    damaged = _hashes(folder)
+    out = tmp_path / "out"
+    first = subprocess.run(_recode_cmd(folder, out), env=ENV, capture_output=True, text=True)
+    assert first.returncode == 1, first.stderr
+    assert "Traceback" not in first.stderr
+    assert all(len(line) < 2000 for line in first.stderr.splitlines())
+    assert _hashes(folder) == damaged  # the run read, never wrote, its input
+    assert_nothing_looks_complete_unless_it_is(out, clean)
+    published = _series_files(out)
+    assert published and all(clean[key] == data for key, data in published.items())
+    victim.write_bytes(pristine)  # the file is fetched again
+    rerun = subprocess.run(_recode_cmd(folder, out), env=ENV, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _series_files(out) == clean
