@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections import deque
@@ -483,8 +484,15 @@ def plan_series(series: Any, options: RecodeOptions) -> tuple[str, list[Instance
             concatenation_uid=derived_uid("concat", concat, fp) if concat else None,
             concatenation_source_uid=derived_uid("concat-source", concat, fp) if concat else None,
         )
-        plans.append(InstancePlan(inst, f"{n:03d}-{inst.flavor.lower()}.dcm", uids))
+        plans.append(InstancePlan(inst, f"{n:03d}-{file_flavor(inst.flavor)}.dcm", uids))
     return new_series_uid, plans
+
+
+def file_flavor(flavor: str) -> str:
+    """ImageType value 3 as a file-name part: the value comes from the input, so only [a-z0-9_]
+    of it is used (a flavor of "../../x" must not become a path)."""
+    cleaned = re.sub(r"[^a-z0-9]+", "_", flavor.lower()).strip("_")[:16]
+    return cleaned or "image"
 
 
 def _fsync_dir(path: Path) -> None:
