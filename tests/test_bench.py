@@ -241,3 +241,33 @@ def test_quality_lists_and_precompress_parse() -> None:
         run_bench([Path(".")], BenchOptions(codecs=("no-such-codec",)))
     with pytest.raises(UsageError, match="no quality setting"):
         run_bench([Path(".")], BenchOptions(codecs=("jxl-recompress",)))
+
+
+@pytest.mark.slow
+def test_a_neural_codec_is_benchmarked_batched(
+    wsi_factory: WsiFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cai` (CompressAI's bmshj2018-factorized) with a local weights file, through the CLI."""
+    torch = pytest.importorskip("torch")
+    zoo = pytest.importorskip("compressai.zoo")
+    import wsitranscode.codecs.neural as neural_codecs  # registers cai* where not yet built in
+
+    torch.manual_seed(0)
+    net = zoo.bmshj2018_factorized(quality=neural_codecs.compressai_quality(30), pretrained=False)
+    net.update()
+    weights = tmp_path / "cai.pth.tar"
+    torch.save(net.state_dict(), weights)
+    folder = wsi_factory("bench-native", tile_size=256, levels=3)
+    args = [
+        "bench", str(folder), "-o", str(tmp_path / "out"), "--codecs", "jpeg,cai", "--q", "30,50",
+        "--tiles", "3", "--metrics", "psnr", "--weights", str(weights), "--device", "cpu",
+        "--json",
+    ]  # fmt: skip
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    cai = [p for p in data["points"] if p["codec"] == "cai"]
+    assert [p["quality"] for p in cai] == [30, 50], data["notes"]
+    for p in cai:
+        assert p["bpp"] > 0 and p["metrics"]["psnr"]["n"] == 3
+        assert p["timing"]["batched"] and p["timing"]["decode_ms_all"] > 0
+    assert {r["codec"] for r in data["bd_rates"]} == {"jpeg", "cai"}

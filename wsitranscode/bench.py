@@ -86,6 +86,7 @@ class BenchOptions:
     timing: str = "both"
     bd_method: str = "pchip"
     effort: int | None = None
+    codec_extra: tuple[tuple[str, str], ...] = ()  # EncodeSettings.extra: weights, model, device
     lpips_weights: Path | None = None
     feature_weights: Path | None = None
     allow_download: bool = True
@@ -524,7 +525,7 @@ def run_bench(
     for codec in codecs.usable:
         for quality in options.qualities:
             report(f"{codec.name} q{quality}", len(points) + 1, total)
-            settings = EncodeSettings(quality=quality, effort=options.effort)
+            settings = _settings(options, quality)
             try:
                 points.append(_point(codec, settings, codec_inputs, originals, options, runner))
             except WsiTranscodeError as err:
@@ -561,7 +562,11 @@ def _usable_codecs(options: BenchOptions) -> _Codecs:
         if not ok:
             notes.append(f"{name} skipped: {why}")
             continue
-        target = codec.target(EncodeSettings(quality=options.qualities[0], effort=options.effort))
+        try:
+            target = codec.target(_settings(options, options.qualities[0]))
+        except WsiTranscodeError as err:  # a neural codec without its weights, say
+            notes.append(f"{name} skipped: {err.one_line()}")
+            continue
         if target.compresses_source_bytes or not target.lossy:
             notes.append(f"{name} skipped: it has no quality setting to sweep")
             continue
@@ -569,6 +574,10 @@ def _usable_codecs(options: BenchOptions) -> _Codecs:
     if not usable:
         raise UsageError("no usable codec to benchmark: " + "; ".join(notes))
     return _Codecs(usable, notes)
+
+
+def _settings(options: BenchOptions, quality: int) -> EncodeSettings:
+    return EncodeSettings(quality=quality, effort=options.effort, extra=options.codec_extra)
 
 
 def _precompressed(originals: list[np.ndarray], options: BenchOptions) -> list[np.ndarray]:

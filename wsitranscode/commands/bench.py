@@ -70,7 +70,13 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         "--feature-weights", type=Path, default=None, help="Ciga et al. ResNet18 checkpoint"
     )
     p.add_argument("--no-download", action="store_true", help="never download metric weights")
-    p.add_argument("--device", default=None, help="torch device for learned metrics")
+    p.add_argument(
+        "--device", default=None, help="torch device for learned metrics and neural codecs"
+    )
+    neural = p.add_argument_group("neural codecs")
+    neural.add_argument("--weights", type=Path, default=None, help="local weights file (cai*)")
+    neural.add_argument("--model", type=Path, default=None, help="a model made by `train`")
+    neural.add_argument("--batch-size", type=int, default=None, help="tiles per network batch")
     p.add_argument("--json", action="store_true", help="print results.json on stdout")
 
 
@@ -96,11 +102,23 @@ def options_from_args(args: argparse.Namespace) -> Any:
         timing=args.timing,
         bd_method=args.bd_method,
         effort=args.effort,
+        codec_extra=_codec_extra(args),
         lpips_weights=args.lpips_weights,
         feature_weights=args.feature_weights,
         allow_download=not args.no_download,
         device=args.device,
     )
+
+
+def _codec_extra(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """Neural codec options, as `recode` passes them (EncodeSettings.extra)."""
+    pairs = {
+        "weights": args.weights and str(args.weights.resolve()),
+        "model": args.model and str(args.model.resolve()),
+        "device": args.device if args.device in ("auto", "cpu", "cuda") else None,
+        "batch_size": args.batch_size and str(args.batch_size),
+    }
+    return tuple((k, v) for k, v in pairs.items() if v)
 
 
 def run(args: argparse.Namespace) -> int:
