@@ -30,6 +30,7 @@ class FrameOutcome:
     decode_s: float
     encode_s: float
     verify_s: float
+    quality: int | None = None  # the quality chosen for this frame (--bpp-per-tile)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class FrameBatch:
     target_info: Any  # decode.PixelInfo of the output (its syntax and photometric)
     min_psnr: float
     peak: float
+    target_bpp: float | None = None  # --bpp-per-tile: choose each frame's quality for this bpp
 
 
 def psnr_from_mse(mse: float, peak: float) -> float:
@@ -118,14 +120,28 @@ def _encode_one(reader: Any, codec: Codec, batch: FrameBatch, index: int) -> Fra
         t0 = time.perf_counter()
         tile = decode_frame(source, batch.source_info)
         t1 = time.perf_counter()
-        data = codec.encode(tile, batch.settings)
+        settings, quality = _frame_settings(codec, tile, batch)
+        data = codec.encode(tile, settings)
         t2 = time.perf_counter()
         mse, exact = compare(tile, decode_frame(data, batch.target_info), batch)
     except Exception as err:
         raise _named(err, batch, index) from err
-    return FrameOutcome(
-        index, data, len(source), mse, exact, t1 - t0, t2 - t1, time.perf_counter() - t2
-    )
+    verify_s = time.perf_counter() - t2
+    return FrameOutcome(index, data, len(source), mse, exact, t1 - t0, t2 - t1, verify_s, quality)
+
+
+def _frame_settings(
+    codec: Codec, tile: np.ndarray, batch: FrameBatch
+) -> tuple[EncodeSettings, int | None]:
+    """The batch's settings, or with --bpp-per-tile the quality chosen for this tile."""
+    if batch.target_bpp is None:
+        return batch.settings, None
+    from dataclasses import replace
+
+    from wsitranscode.ratecontrol import choose_quality_per_tile
+
+    choice = choose_quality_per_tile(codec, tile, batch.target_bpp, batch.settings)
+    return replace(batch.settings, quality=choice.quality), choice.quality
 
 
 def _encode_batched(reader: Any, codec: Any, batch: FrameBatch) -> list[FrameOutcome]:

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -73,6 +74,8 @@ class RecodeOptions:
     batch_frames: int = 0  # frames per task; 0: the executor's default
     follow_symlinks: bool = False
     export: bool = False  # only series in private syntaxes; keep references to both predecessors
+    target_bpp: float | None = None  # choose the quality per slide (or per tile) for this bpp
+    bpp_per_tile: bool = False
 
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else default_workers()
@@ -88,6 +91,8 @@ class RecodeOptions:
             "extra": {k: v for k, v in self.settings.extra if k not in ("device", "batch_size")},
             "only": self.only,
             "export": self.export,
+            "target_bpp": self.target_bpp,
+            "bpp_per_tile": self.bpp_per_tile,
         }
 
 
@@ -118,6 +123,7 @@ class InstanceResult:
     encode_seconds: float = 0.0
     verify_seconds: float = 0.0
     repairs: list[str] = field(default_factory=list)
+    tile_quality: dict[str, int] | None = None  # --bpp-per-tile: the qualities chosen
     error: str | None = None
 
 
@@ -133,6 +139,7 @@ class SeriesResult:
     instances: list[InstanceResult] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    rate_control: dict[str, Any] | None = None  # --bpp: the quality chosen and the bpp reached
 
     @property
     def bytes_in(self) -> int:
@@ -272,6 +279,14 @@ class RunRecord:
         value = self.data.get("options", {}).get("timestamp")
         return datetime.fromisoformat(value) if value else None
 
+    def rate_control(self) -> dict[str, dict[str, Any]]:
+        """The --bpp quality choices already made, by source series UID."""
+        return {
+            series["series_instance_uid"]: series["rate_control"]
+            for series in self.data.get("series", [])
+            if series.get("rate_control") and "quality" in series["rate_control"]
+        }
+
     def done_instances(self) -> dict[str, dict[str, Any]]:
         done: dict[str, dict[str, Any]] = {}
         for series in self.data.get("series", []):
@@ -359,6 +374,7 @@ def recode_instance(
     executor: Any,
     progress: ProgressSink,
     created: datetime,
+    settings: EncodeSettings,
 ) -> InstanceResult:
     from wsitranscode.dicom.decode import PixelInfo
     from wsitranscode.dicom.derive import derive_header
@@ -377,7 +393,12 @@ def recode_instance(
     out_path = staging_dir / plan.output_name
     with FrameReader(inst.path) as reader:
         info = PixelInfo.from_dataset(reader.header)
-        target = _target_for(codec, options.settings, info)
+        target = _target_for(codec, settings, info)
+        if options.bpp_per_tile:
+            target = replace(
+                target,
+                description=f"{codec.name}, quality chosen per tile for {options.target_bpp} bpp",
+            )
         _check_codec_accepts(codec, target, info, inst.path)
         header, repairs = derive_header(
             reader.header,
@@ -396,12 +417,13 @@ def recode_instance(
             start=0,
             stop=0,
             codec=codec.name,
-            settings=options.settings,
+            settings=settings,
             target=target,
             source_info=info,
             target_info=target_info,
             min_psnr=options.min_psnr,
             peak=peak,
+            target_bpp=options.target_bpp if options.bpp_per_tile else None,
         )
         batch_size = options.batch_frames or executor.batch_frames
         batches = frame_batches(template, reader.number_of_frames, batch_size)
@@ -409,6 +431,7 @@ def recode_instance(
         sq_error = 0.0
         worst = (-1.0, None)
         all_exact = True
+        qualities: list[int] = []
         with EncapsulatedWriter(out_path, header, reader.number_of_frames) as writer:
             for outcome in ordered_results(executor, batches, window):
                 writer.write_frame(outcome.data)
@@ -421,6 +444,8 @@ def recode_instance(
                 all_exact = all_exact and outcome.exact
                 if outcome.mse > worst[0]:
                     worst = (outcome.mse, outcome.index)
+                if outcome.quality is not None:
+                    qualities.append(outcome.quality)
                 progress.advance(1)
             frame_bytes = (
                 info.rows * info.columns * info.samples_per_pixel * info.bits_allocated // 8
@@ -430,6 +455,12 @@ def recode_instance(
             ratio = result.uncompressed_bytes / max(result.pixel_bytes_out, 1)
             writer.commit(ratio)
     result.compression_ratio = round(ratio, 4)
+    if qualities:
+        result.tile_quality = {
+            "min": min(qualities),
+            "median": statistics.median_low(qualities),
+            "max": max(qualities),
+        }
     result.exact = all_exact
     if target.lossy and not target.compresses_source_bytes:
         result.mse_mean = sq_error / max(inst.number_of_frames, 1)
@@ -515,6 +546,7 @@ class SeriesRecoder:
             study_instance_uid=str(series.study_uid or ""),
         )
         self.staging: Path | None = None
+        self.settings = run.options.settings
 
     def __call__(self) -> SeriesResult:
         started = time.perf_counter()
@@ -555,6 +587,7 @@ class SeriesRecoder:
                     "same recode; use --overwrite to replace it"
                 )
             shutil.rmtree(final_dir)
+        self.settings = self._series_settings()
         self.staging = run.output / (STAGING_PREFIX + new_uid)
         self.staging.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(self.staging, {plan.output_name for plan in plans})
@@ -565,11 +598,60 @@ class SeriesRecoder:
             failed = self.result.instances[-1]
             if failed.status == "failed":
                 raise WsiTranscodeError(failed.error or "instance failed")
+        if run.options.target_bpp is not None and self.result.rate_control is not None:
+            self.result.rate_control["tissue_bpp"] = self._tissue_bpp(plans)
         os.replace(self.staging, final_dir)
         _fsync_dir(run.output)
         self.staging = None
         self.result.status = "ok"
         run.progress.end_series(self.series.uid, "ok")
+
+    def _series_settings(self) -> EncodeSettings:
+        """The settings for this series: with --bpp, the quality chosen on a tissue sample
+        (reused from the run record on resume, so resumed frames match the earlier ones)."""
+        options = self.run.options
+        if options.target_bpp is None:
+            return options.settings
+        if options.bpp_per_tile:
+            self.result.rate_control = {"target_bpp": options.target_bpp, "per_tile": True}
+            return options.settings
+        recorded = self.run.recorded_rate_control.get(self.series.uid)
+        if recorded is None:
+            from wsitranscode.ratecontrol import (
+                DEFAULT_SAMPLE_FRAMES,
+                choose_quality,
+                sample_tissue_tiles_from_series,
+            )
+
+            tiles = sample_tissue_tiles_from_series(self.series, DEFAULT_SAMPLE_FRAMES, seed=0)
+            choice = choose_quality(
+                self.run.codec,
+                tiles,
+                options.target_bpp,
+                options.settings,
+                workers=options.resolved_workers(),
+            )
+            recorded = {**choice.to_json(), "sample_frames": len(tiles)}
+        self.result.rate_control = dict(recorded)
+        return replace(options.settings, quality=int(recorded["quality"]))
+
+    def _tissue_bpp(self, plans: list[InstancePlan]) -> float | None:
+        """The bpp reached over the tissue frames of the highest-magnification level."""
+        from wsitranscode.dicom.frames import FrameReader
+        from wsitranscode.ratecontrol import tissue_frames
+
+        assert self.staging is not None
+        output_of = {str(p.instance.path): self.staging / p.output_name for p in plans}
+        bits = pixels = 0
+        by_file: dict[str, list[int]] = {}
+        for ref in tissue_frames(self.series):
+            by_file.setdefault(str(ref.instance_path), []).append(ref.frame)
+        for source, indices in by_file.items():
+            with FrameReader(output_of[source]) as reader:
+                for index in indices:
+                    bits += 8 * len(reader.read_frame(index))
+                    pixels += reader.header.Rows * reader.header.Columns
+        return round(bits / pixels, 6) if pixels else None
 
     def _has_private_syntax(self) -> bool:
         from wsitranscode.dicom.syntaxes import is_private
@@ -586,6 +668,7 @@ class SeriesRecoder:
                 return False
             rows.append(row)
         self.result.instances = [_instance_from_row(r) for r in rows]
+        self.result.rate_control = self.run.recorded_rate_control.get(self.series.uid)
         self.result.status = "done-before"
         self.run.progress.advance(sum(p.instance.number_of_frames for p in plans))
         return True
@@ -607,6 +690,7 @@ class SeriesRecoder:
                 self.run.executor,
                 self.run.progress,
                 self.run.created,
+                self.settings,
             )
         except WsiTranscodeError as err:
             if err.path is None:
@@ -662,6 +746,7 @@ class _Run:
         self.codec = get_codec(options.codec)
         self.record = RunRecord(output / RUN_RECORD_NAME)
         self.done: dict[str, dict[str, Any]] = {}
+        self.recorded_rate_control: dict[str, dict[str, Any]] = {}
         self.series_results: list[SeriesResult] = []
         self.skipped: list[dict[str, str]] = []
         self.warnings: list[str] = []
@@ -690,6 +775,7 @@ class _Run:
                 )
             else:
                 self.done = self.record.done_instances()
+                self.recorded_rate_control = self.record.rate_control()
                 self.created = self.record.created() or self.created
 
     def options_json(self) -> dict[str, Any]:
@@ -727,7 +813,7 @@ def recode(
     output: Path,
     options: RecodeOptions,
     progress: ProgressSink | None = None,
-    on_scanned: Callable[[Any], None] | None = None,
+    on_scanned: Callable[[Any, int], None] | None = None,
 ) -> RunResult:
     """Recode every WSI series under `input_path` into `output`. See the module docstring."""
     from wsitranscode.dicom.scan import scan
@@ -740,7 +826,13 @@ def recode(
     scanned = scan(input_path, follow_symlinks=options.follow_symlinks)
     run.skipped = [{"path": str(s.path), "reason": s.reason} for s in scanned.skipped]
     if on_scanned is not None:
-        on_scanned(scanned)
+        selected = [
+            i
+            for s in scanned.series
+            for i in s.instances
+            if options.only is None or i.flavor == "VOLUME"
+        ]
+        on_scanned(scanned, sum(i.number_of_frames for i in selected))
     run.executor = make_executor(options.executor, options.workers, options.scheduler)
     try:
         for series in scanned.series:

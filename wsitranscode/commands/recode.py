@@ -56,6 +56,19 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         metavar="DB",
         help="verification floor for lossy frames (default 20 dB): a frame below it fails",
     )
+    bitrate = p.add_argument_group("target bitrate (instead of --q)")
+    bitrate.add_argument(
+        "--bpp",
+        type=float,
+        default=None,
+        metavar="BPP",
+        help="choose the quality per slide so the tissue frames reach this many bits per pixel",
+    )
+    bitrate.add_argument(
+        "--bpp-per-tile",
+        action="store_true",
+        help="with --bpp: search each tile's quality (slower, tighter)",
+    )
     p.add_argument(
         "--follow-symlinks", action="store_true", help="follow symbolic links inside the input"
     )
@@ -107,6 +120,12 @@ def _quality(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from wsitranscode.codecs.base import EncodeSettings
+    from wsitranscode.errors import UsageError
+
+    if args.bpp_per_tile and args.bpp is None:
+        raise UsageError("--bpp-per-tile needs --bpp")
+    if args.bpp is not None and (args.bpp <= 0 or args.lossless):
+        raise UsageError("--bpp needs a positive target and a lossy codec (not --lossless)")
     from wsitranscode.recode import DEFAULT_MIN_PSNR, RecodeOptions, recode
 
     options = RecodeOptions(
@@ -119,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         batch_frames=args.batch_frames,
         follow_symlinks=args.follow_symlinks,
+        target_bpp=args.bpp,
+        bpp_per_tile=args.bpp_per_tile,
         overwrite=args.overwrite,
         only=args.only,
         min_psnr=DEFAULT_MIN_PSNR if args.min_psnr is None else args.min_psnr,
@@ -171,9 +192,8 @@ class RichProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)
 
-    def scanned(self, scanned: Any) -> None:
-        total = sum(i.number_of_frames for s in scanned.series for i in s.instances)
-        self.progress.update(self.overall, total=total)
+    def scanned(self, scanned: Any, total_frames: int) -> None:
+        self.progress.update(self.overall, total=total_frames)
         if scanned.skipped:
             console_err().print(f"skipped {len(scanned.skipped)} non-WSI or unreadable files")
 
@@ -228,6 +248,15 @@ def print_summary(result: Any) -> None:
             f"{s.seconds:.1f}",
         )
     console_out().print(table)
+    for s in result.series:
+        if s.rate_control and "quality" in s.rate_control:
+            rc = s.rate_control
+            reached = rc.get("tissue_bpp")
+            console_out().print(
+                f"series …{s.series_instance_uid[-16:]}: q{rc['quality']} chosen for "
+                f"{rc['target_bpp']} bpp ({rc['achieved_bpp']:.3f} on the sample"
+                + (f", {reached:.3f} over all tissue frames)" if reached else ")")
+            )
     console_out().print(f"output: {result.output}\nrun record: {result.record_path}")
 
 
