@@ -33,6 +33,7 @@ LOSSES = ("mse", "ms-ssim", "mse+lpips")
 DEFAULT_LAMBDA = {"mse": 0.0130, "ms-ssim": 8.73, "mse+lpips": 0.0130}  # CompressAI quality 4
 LPIPS_WEIGHT = 100.0
 CHECKPOINT_SUFFIX = ".ckpt"
+LATENT_INIT_SCALE = 10.0
 
 
 @dataclass
@@ -124,9 +125,13 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
 
     device = resolve_device(config.device)
     train_set, val_set = _tiles(config, emit)
-    state = _TrainingState.create(config, device, emit)
+    state = _TrainingState.create(config, device, emit, train_set.tiles)
     resumed_from = state.step
     lpips = _load_lpips(config, device, emit)
+    if state.step == 0 and len(val_set):
+        figures = validate(state.net, val_set.tiles, config, device, lpips)
+        state.history.append({"step": 0, **figures})
+        emit({"event": "validation", "step": 0, **figures})
     try:
         while state.step < config.steps:
             _one_step(state, train_set.tiles, config, device, lpips)
@@ -225,7 +230,9 @@ class _TrainingState:
     elapsed_before: float = 0.0
 
     @classmethod
-    def create(cls, config: TrainConfig, device: Any, emit: Progress) -> _TrainingState:
+    def create(
+        cls, config: TrainConfig, device: Any, emit: Progress, tiles: np.ndarray
+    ) -> _TrainingState:
         import torch
 
         from wsitranscode.neural import nets
@@ -234,6 +241,8 @@ class _TrainingState:
         net = nets.build(config.arch, *config.channels)
         if config.init:
             _initialise_from(net, config.init, emit)
+        else:
+            _start_at_the_mean_colour(net, tiles)
         net = net.to(device).train()
         main = [p for n, p in net.named_parameters() if not n.endswith(".quantiles")]
         aux = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
@@ -290,6 +299,24 @@ class _TrainingState:
             partial,
         )
         partial.replace(path)
+
+
+def _start_at_the_mean_colour(net: Any, tiles: np.ndarray) -> None:
+    """Start near a useful codec: the mean colour as output bias, latents above the noise.
+
+    A fresh network reconstructs about black; tissue is mostly bright, and learning that offset
+    through the whole decoder costs hundreds of steps. Its latents are also small next to the
+    quantisation noise (uniform, width 1) that hides them in training, so the analysis output is
+    scaled up and the synthesis input down by the same factor. Only initial values change: the
+    architecture stays CompressAI's.
+    """
+    import torch
+
+    mean = tiles.reshape(-1, 3).mean(axis=0) / 255.0
+    with torch.no_grad():
+        net.g_s[-1].bias.copy_(torch.from_numpy(mean.astype(np.float32)))
+        net.g_a[-1].weight.mul_(LATENT_INIT_SCALE)
+        net.g_s[0].weight.div_(LATENT_INIT_SCALE)
 
 
 def _jsonable(value: Any) -> Any:
@@ -369,8 +396,11 @@ def _rate_distortion(
     if config.loss == "ms-ssim":
         from pytorch_msssim import ms_ssim
 
-        weights = None if min(x.shape[2:]) > 160 else [0.0448, 0.2856, 0.3001, 0.2363]
-        distortion = 1 - ms_ssim(x_hat.clamp(0, 1), x, data_range=1.0, weights=weights)
+        # Five scales need a side above 16 * (window - 1): small crops get a smaller window.
+        window = 11
+        while window > 3 and (window - 1) * 16 >= min(x.shape[2:]):
+            window -= 2
+        distortion = 1 - ms_ssim(x_hat.clamp(0, 1), x, data_range=1.0, win_size=window)
     else:
         distortion = 255.0**2 * mse
         if lpips is not None:

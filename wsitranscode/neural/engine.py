@@ -45,6 +45,14 @@ _ON_DEVICE: dict[tuple[str, str], torch.nn.Module] = {}
 _BARE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
+def clear_cache() -> None:
+    """Forget every loaded model (tests; or after replacing files in WSITRANSCODE_MODELS)."""
+    with _LOCK:
+        _BY_HASH.clear()
+        _ON_DEVICE.clear()
+        _BARE_HASHES.clear()
+
+
 def remember(model: LoadedModel) -> LoadedModel:
     """Make a loaded model findable by its hash (for decoding in this process)."""
     with _LOCK:

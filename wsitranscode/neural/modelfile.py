@@ -126,30 +126,30 @@ def load_file(path: Path | str, model_id: str | None = None) -> LoadedModel:
     return LoadedModel(model_id or f"file/{path.name}", arch, net, digest, meta, str(path))
 
 
-def settle_quantiles(net: nn.Module, steps_per_rate: int = 1000) -> float:
-    """Fit the entropy bottleneck's quantiles (CompressAI's auxiliary loss) to convergence.
+def settle_quantiles(net: nn.Module) -> float:
+    """Set the entropy bottlenecks' quantiles to where CompressAI's auxiliary loss is zero.
 
-    The quantiles bound the CDF tables the range coder uses; they do not depend on data, only on
-    the learned densities. Training updates them slowly (CompressAI: Adam at 1e-3 over hundreds
-    of thousands of steps); a short run leaves them far off and the tables too wide, which costs
-    real bits. Three rounds of Adam at 1, 0.1 and 0.01 settle them in seconds. Returns the final
-    auxiliary loss.
+    The quantiles bound the CDF tables the range coder uses; they depend only on the learned
+    densities, not on data. Training moves them slowly (CompressAI: Adam at 1e-3 over hundreds
+    of thousands of steps), so a short run leaves them far off and the tables too wide, which
+    costs real bits. The learned cumulative density is monotone, so each quantile is found by
+    bisection instead. Returns the auxiliary loss afterwards (about 0).
     """
-    quantiles = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
-    if not quantiles:
-        return 0.0
-    was_training = net.training
-    loss = torch.zeros(())
-    with torch.enable_grad():
-        for lr in (1.0, 0.1, 0.01):
-            optimizer = torch.optim.Adam(quantiles, lr=lr)
-            for _ in range(steps_per_rate):
-                optimizer.zero_grad(set_to_none=True)
-                loss = net.aux_loss()
-                loss.backward()
-                optimizer.step()
-    net.train(was_training)
-    return float(loss.detach())
+    from compressai.entropy_models import EntropyBottleneck
+
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, EntropyBottleneck):
+                target = module.target.to(module.quantiles)
+                low = torch.full_like(module.quantiles, -1e6)
+                high = torch.full_like(module.quantiles, 1e6)
+                for _ in range(64):
+                    middle = (low + high) / 2
+                    below = module._logits_cumulative(middle, stop_gradient=True) < target
+                    low = torch.where(below, middle, low)
+                    high = torch.where(below, high, middle)
+                module.quantiles.copy_((low + high) / 2)
+        return float(net.aux_loss())
 
 
 def save_model(
@@ -168,9 +168,11 @@ def save_model(
     net.update(force=True)
     state = net.state_dict()
     digest = weights_hash(state)
+    # Parameters go to float16 (already rounded above); buffers (entropy tables, the scale
+    # table) keep their exact dtype: they were computed from the rounded parameters.
+    parameters = {name for name, _ in net.named_parameters()}
     stored = {
-        k: (v.half() if half and v.is_floating_point() else v).contiguous()
-        for k, v in state.items()
+        k: (v.half() if half and k in parameters else v).contiguous() for k, v in state.items()
     }
     meta = {
         **meta,
