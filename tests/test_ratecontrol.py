@@ -112,6 +112,7 @@ def test_per_tile_search_hits_a_reachable_target_and_clamps_glass(
     assert tiles_bpp(codec, [tile], EncodeSettings(quality=choice.quality)) == pytest.approx(
         choice.achieved_bpp
     )
+    assert choice.encoded == codec.encode(tile, EncodeSettings(quality=choice.quality))
 
     glass = np.full((256, 256, 3), 243, dtype=np.uint8)
     clamped = choose_quality_per_tile(codec, glass, 2.0, EncodeSettings())

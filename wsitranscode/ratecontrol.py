@@ -48,6 +48,8 @@ class QualityChoice:
     target_bpp: float | None = None
     tolerance: float = DEFAULT_TOLERANCE
     clamped: bool = False  # per tile only: the target lay outside the tile's reachable range
+    # per tile only: the tile's codestream at `quality`, so the caller need not encode it again
+    encoded: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def relative_error(self) -> float | None:
@@ -128,7 +130,7 @@ def choose_quality(
             f"{low_bpp:.3f} (q{low_q}) to {high_bpp:.3f} bpp (q{high_q})"
         )
     _search(measure, target_bpp, low_q, high_q, tolerance)
-    return _closest(measure.evaluations, target_bpp, tolerance)
+    return _closest(measure, target_bpp, tolerance)
 
 
 def choose_quality_per_tile(
@@ -152,11 +154,9 @@ def choose_quality_per_tile(
     low_bpp, high_bpp = measure(low_q), measure(high_q)
     if target_bpp <= low_bpp or target_bpp >= high_bpp:
         q = low_q if target_bpp <= low_bpp else high_q
-        return QualityChoice(
-            q, measure(q), measure.evaluations, target_bpp, tolerance, clamped=True
-        )
+        return measure.choice(q, target_bpp, tolerance, clamped=True)
     _search(measure, target_bpp, low_q, high_q, tolerance)
-    return _closest(measure.evaluations, target_bpp, tolerance)
+    return _closest(measure, target_bpp, tolerance)
 
 
 class _Measurer:
@@ -168,14 +168,27 @@ class _Measurer:
         self.codec, self.tiles, self.settings, self.workers = codec, tiles, settings, workers
         self.cache: dict[int, float] = {}
         self.evaluations: list[tuple[int, float]] = []
+        self.single_tile_bytes: dict[int, bytes] = {}
 
     def __call__(self, quality: int) -> float:
         if quality not in self.cache:
             settings = replace(self.settings, quality=quality, lossless=False)
-            bpp = tiles_bpp(self.codec, self.tiles, settings, self.workers)
+            encoded = encode_tiles(self.codec, self.tiles, settings, self.workers)
+            pixels = sum(int(t.shape[0]) * int(t.shape[1]) for t in self.tiles)
+            bpp = 8.0 * sum(len(b) for b in encoded) / pixels
+            if len(self.tiles) == 1:
+                self.single_tile_bytes[quality] = encoded[0]
             self.cache[quality] = bpp
             self.evaluations.append((quality, bpp))
         return self.cache[quality]
+
+    def choice(
+        self, quality: int, target: float, tolerance: float, clamped: bool = False
+    ) -> QualityChoice:
+        return QualityChoice(
+            quality, self(quality), list(self.evaluations), target, tolerance, clamped,
+            self.single_tile_bytes.get(quality),
+        )  # fmt: skip
 
 
 def _search(
@@ -208,12 +221,10 @@ def _interpolated(measure: Callable[[int], float], target: float, low: int, high
     return min(max(round(low + share * (high - low)), low + 1), high - 1)
 
 
-def _closest(
-    evaluations: list[tuple[int, float]], target: float, tolerance: float
-) -> QualityChoice:
+def _closest(measure: _Measurer, target: float, tolerance: float) -> QualityChoice:
     # Ties (equal distance) go to the higher quality: same bits, better pixels.
-    quality, bpp = min(evaluations, key=lambda e: (abs(e[1] - target), -e[0]))
-    return QualityChoice(quality, bpp, list(evaluations), target, tolerance)
+    quality, _ = min(measure.evaluations, key=lambda e: (abs(e[1] - target), -e[0]))
+    return measure.choice(quality, target, tolerance)
 
 
 def _check_request(
