@@ -193,6 +193,7 @@ def test_batched_codecs_are_timed_as_one_batch(tissue_image: np.ndarray) -> None
     coded = code_tiles(BatchedJpeg(), EncodeSettings(quality=70), tiles, "both", workers=2)
     plain = code_tiles(JpegCodec(), EncodeSettings(quality=70), tiles, "both", workers=2)
     assert coded.encoded == plain.encoded
+    assert coded.batched and not plain.batched
     assert len(coded.encode_single) == 1 and coded.encode_parallel is not None
     assert len(plain.encode_single) == 3 and plain.decode_parallel is not None
 

@@ -333,6 +333,7 @@ class Coded:
     decode_single: list[float] = field(default_factory=list)
     encode_parallel: float | None = None  # wall time for all tiles
     decode_parallel: float | None = None
+    batched: bool = False
 
 
 def _is_batched(codec: Codec) -> bool:
@@ -392,10 +393,10 @@ def _code_batched(
     if timing in ("single", "both"):
         with _one_torch_thread():
             encoded, decoded, enc, dec = run_once()
-        coded = Coded(encoded, decoded, [enc / len(tiles)], [dec / len(tiles)])
+        coded = Coded(encoded, decoded, [enc / len(tiles)], [dec / len(tiles)], batched=True)
     if timing in ("parallel", "both"):
         encoded, decoded, enc, dec = run_once()
-        coded = coded or Coded(encoded, decoded)
+        coded = coded or Coded(encoded, decoded, batched=True)
         coded.encode_parallel, coded.decode_parallel = enc, dec
     assert coded is not None
     return coded
@@ -640,15 +641,16 @@ def _bpp(encoded: Sequence[bytes], tiles: Sequence[np.ndarray]) -> tuple[float, 
 def _timing(coded: Coded, tiles: Sequence[np.ndarray], workers: int) -> dict[str, Any]:
     n = len(tiles)
     megapixels = sum(t.shape[0] * t.shape[1] for t in tiles) / 1e6
-    out: dict[str, Any] = {"workers": workers, "batched": len(coded.encode_single) == 1 and n > 1}
+    out: dict[str, Any] = {"workers": workers, "batched": coded.batched}
     for side, single, parallel in (
         ("encode", coded.encode_single, coded.encode_parallel),
         ("decode", coded.decode_single, coded.decode_parallel),
     ):
         if single:
-            seconds = float(np.sum(single)) if len(single) == n else single[0] * n
+            seconds = single[0] * n if coded.batched else float(np.sum(single))
             out[f"{side}_ms_1t"] = round(1000 * seconds / n, 4)
-            out[f"{side}_ms_1t_std"] = round(1000 * float(np.std(single)), 4)
+            # A batch gives one time for all tiles: no spread over tiles to report.
+            out[f"{side}_ms_1t_std"] = None if coded.batched else round(1000 * np.std(single), 4)
             out[f"{side}_mpxs_1t"] = round(megapixels / seconds, 4) if seconds else None
         if parallel is not None:
             out[f"{side}_ms_all"] = round(1000 * parallel / n, 4)
