@@ -166,3 +166,79 @@ def test_unreachable_scheduler_is_one_line(slide, tmp_path):
         pytest.raises(UsageError, match="cannot reach the Dask scheduler at tcp://"),
     ):
         recode(slide, tmp_path / "out", _options("dask", "tcp://127.0.0.1:9"))
+
+
+def test_task_that_kills_every_worker_it_runs_on_is_one_line():
+    import dask
+
+    from wsitranscode.dask_executor import DaskExecutor
+    from wsitranscode.errors import WsiTranscodeError
+
+    # the scheduler lives in this process: it reads allowed-failures when the cluster starts
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        executor = DaskExecutor(None, workers=1)
+    try:
+        future = executor.submit(os._exit, 3)  # the worker process dies running it
+        with pytest.raises(WsiTranscodeError, match="killed the Dask workers") as caught:
+            future.result()
+        assert "\n" not in str(caught.value)
+    finally:
+        executor.close()
+
+
+class SeriesOverlap:
+    """Records how many series were being recoded at the same time."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.active = 0
+        self.most = 0
+
+    def start_series(self, series_uid: str, total_frames: int) -> None:
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+
+    def end_series(self, series_uid: str, status: str) -> None:
+        with self.lock:
+            self.active -= 1
+
+    def advance(self, frames: int) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def small_slides(wsi_factory, tmp_path_factory):
+    """Six one-level slides of four frames: each is one Dask task at the default batch size."""
+    from wsitranscode.synth import synthetic_tissue
+
+    folder = tmp_path_factory.mktemp("small-slides") / "in"
+    for seed in range(6):
+        src = wsi_factory(
+            f"small-{seed}",
+            image=synthetic_tissue(256, 256, seed=seed),
+            transfer_syntax=EXPLICIT,
+            levels=1,
+            tile_size=128,
+            label=False,
+            thumbnail=False,
+            seed=seed + 20,
+        )
+        shutil.copytree(src, folder / f"s{seed}")
+    return folder
+
+
+def test_many_small_slides_run_side_by_side_with_the_same_bytes(small_slides, cluster, tmp_path):
+    one_at_a_time = recode(small_slides, tmp_path / "local", _options("local", series_in_flight=1))
+    overlap = SeriesOverlap()
+    options = _options("dask", cluster.scheduler_address, series_in_flight=3)
+    together = recode(small_slides, tmp_path / "dask", options, progress=overlap)
+    assert one_at_a_time.exit_code() == 0 and together.exit_code() == 0
+    assert overlap.most >= 2
+    assert _outputs(tmp_path / "dask") == _outputs(tmp_path / "local")
+    assert len(_outputs(tmp_path / "dask")) == 6
+    # the run record lists the series in scan order whatever order they finished in
+    uids = [s.series_instance_uid for s in together.series]
+    assert uids == [s.series_instance_uid for s in one_at_a_time.series]

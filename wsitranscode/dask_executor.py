@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wsitranscode.errors import UsageError
+from wsitranscode.errors import UsageError, WsiTranscodeError
 
 DEFAULT_BATCH_FRAMES = 32  # each task costs a scheduler round trip: make it worth one
 WAIT_FOR_WORKERS_S = 60
@@ -97,9 +97,9 @@ class DaskExecutor:
             ) from err
         return max(sum(self.client.nthreads().values()), 1)
 
-    def submit(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+    def submit(self, fn: Callable[[Any], Any], arg: Any) -> BatchFuture:
         # pure=False: every batch is its own task, never deduplicated with another run's
-        return self.client.submit(fn, arg, pure=False)
+        return BatchFuture(self.client.submit(fn, arg, pure=False), arg)
 
     def worker_pids(self) -> dict[str, int]:
         """Process id of each worker (tests kill one to check that its tasks are rerun)."""
@@ -114,3 +114,43 @@ class DaskExecutor:
             client.close()
         if cluster is not None:
             cluster.close()
+
+
+class BatchFuture:
+    """A Dask future whose cluster-side failures come back as one-line errors naming the batch.
+
+    A task that kills every worker it runs on (`KilledWorker`: a decoder crash or the memory
+    limit, `allowed-failures` + 1 times) and a task cancelled because the scheduler went away
+    would otherwise reach the user as a traceback.
+    """
+
+    def __init__(self, future: Any, arg: Any):
+        self.future = future
+        self.arg = arg
+
+    def result(self) -> Any:
+        from concurrent.futures import CancelledError
+
+        from distributed import KilledWorker
+
+        try:
+            return self.future.result()
+        except KilledWorker as err:
+            raise WsiTranscodeError(
+                f"{self._frames()} killed the Dask workers that ran them ({err}); a decoder "
+                "crash or the worker memory limit",
+                path=getattr(self.arg, "path", None),
+            ) from err
+        except CancelledError as err:
+            raise WsiTranscodeError(
+                f"{self._frames()}: the Dask scheduler cancelled the task (scheduler lost?); "
+                "rerun to resume",
+                path=getattr(self.arg, "path", None),
+            ) from err
+
+    def cancel(self) -> None:
+        self.future.cancel()
+
+    def _frames(self) -> str:
+        start, stop = getattr(self.arg, "start", None), getattr(self.arg, "stop", None)
+        return f"frames {start}-{stop - 1}" if start is not None and stop else "a batch"

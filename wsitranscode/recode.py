@@ -17,9 +17,11 @@ import os
 import re
 import shutil
 import statistics
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +75,7 @@ class RecodeOptions:
     scheduler: str | None = None  # Dask scheduler address
     batch_frames: int = 0  # frames per task; 0: the executor's default
     follow_symlinks: bool = False
+    series_in_flight: int = 0  # series recoded at once; 0: from the executor's workers
     export: bool = False  # only series in private syntaxes; keep references to both predecessors
     target_bpp: float | None = None  # choose the quality per slide (or per tile) for this bpp
     bpp_per_tile: bool = False
@@ -753,6 +756,7 @@ class _Run:
         self.started = datetime.now(UTC).replace(microsecond=0).isoformat()
         self.created = run_timestamp(options)
         self.executor: Any = None
+        self._record_lock = threading.Lock()  # series may be recoded by several threads
 
     def prepare(self) -> None:
         available, why = self.codec.available()
@@ -801,11 +805,46 @@ class _Run:
 
     def checkpoint(self) -> None:
         try:
-            self.record.write(self.result().to_json())
+            with self._record_lock:
+                self.record.write(self.result().to_json())
         except OSError as err:
             message = f"run record {self.record.path} could not be written: {err.strerror or err}"
             if message not in self.warnings:
                 self.warnings.append(message)
+
+
+MAX_SERIES_IN_FLIGHT = 8
+
+
+def series_in_flight(options: RecodeOptions, workers: int) -> int:
+    """How many series are recoded at once. Instances are recoded one after another and the
+    window of batches drains at each instance's end, so a small slide (one or two batches) alone
+    would leave most workers idle: several series at once keep them busy (docs/cluster.md)."""
+    if options.series_in_flight > 0:
+        return options.series_in_flight
+    return max(1, min(MAX_SERIES_IN_FLIGHT, workers // 2))
+
+
+def _recode_all_series(run: _Run, all_series: list[Any]) -> None:
+    """Recode the series on a few client threads; results are listed in scan order."""
+    in_flight = series_in_flight(run.options, run.executor.workers)
+    pending = iter(all_series)
+    running: dict[Future, SeriesRecoder] = {}
+    with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="series") as pool:
+        while True:
+            while len(running) < in_flight and (series := next(pending, None)) is not None:
+                recoder = SeriesRecoder(run, series)
+                run.series_results.append(recoder.result)
+                running[pool.submit(recoder)] = recoder
+            if not running:
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                recoder = running.pop(future)
+                future.result()  # a bug (not a data problem) stops the run here
+                if recoder.result.status == "failed":
+                    run.progress.end_series(recoder.series.uid, "failed")
+                run.checkpoint()
 
 
 def recode(
@@ -835,13 +874,7 @@ def recode(
         on_scanned(scanned, sum(i.number_of_frames for i in selected))
     run.executor = make_executor(options.executor, options.workers, options.scheduler)
     try:
-        for series in scanned.series:
-            recoder = SeriesRecoder(run, series)
-            run.series_results.append(recoder.result)
-            recoder()
-            if recoder.result.status == "failed":
-                run.progress.end_series(series.uid, "failed")
-            run.checkpoint()
+        _recode_all_series(run, scanned.series)
     finally:
         run.executor.close()
     run.checkpoint()
