@@ -120,8 +120,7 @@ def _encode_one(reader: Any, codec: Codec, batch: FrameBatch, index: int) -> Fra
         t0 = time.perf_counter()
         tile = decode_frame(source, batch.source_info)
         t1 = time.perf_counter()
-        settings, quality = _frame_settings(codec, tile, batch)
-        data = codec.encode(tile, settings)
+        data, quality = _encode_for_batch(codec, tile, batch)
         t2 = time.perf_counter()
         mse, exact = compare(tile, decode_frame(data, batch.target_info), batch)
     except Exception as err:
@@ -130,18 +129,21 @@ def _encode_one(reader: Any, codec: Codec, batch: FrameBatch, index: int) -> Fra
     return FrameOutcome(index, data, len(source), mse, exact, t1 - t0, t2 - t1, verify_s, quality)
 
 
-def _frame_settings(
+def _encode_for_batch(
     codec: Codec, tile: np.ndarray, batch: FrameBatch
-) -> tuple[EncodeSettings, int | None]:
-    """The batch's settings, or with --bpp-per-tile the quality chosen for this tile."""
+) -> tuple[bytes, int | None]:
+    """Encode with the batch's settings, or with --bpp-per-tile at the quality chosen for this
+    tile (the search already encoded it at that quality: those bytes are reused)."""
     if batch.target_bpp is None:
-        return batch.settings, None
+        return codec.encode(tile, batch.settings), None
     from dataclasses import replace
 
     from wsitranscode.ratecontrol import choose_quality_per_tile
 
     choice = choose_quality_per_tile(codec, tile, batch.target_bpp, batch.settings)
-    return replace(batch.settings, quality=choice.quality), choice.quality
+    if choice.encoded is not None:
+        return choice.encoded, choice.quality
+    return codec.encode(tile, replace(batch.settings, quality=choice.quality)), choice.quality
 
 
 def _encode_batched(reader: Any, codec: Any, batch: FrameBatch) -> list[FrameOutcome]:

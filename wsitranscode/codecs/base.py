@@ -102,5 +102,7 @@ def get_codec(name: str) -> Codec:
 
 
 def _load_builtin_modules() -> None:
-    # Imported lazily so that `--help` stays fast and torch is only imported for neural codecs.
-    import wsitranscode.codecs.classic  # noqa: F401
+    # Imported lazily so that `--help` stays fast; the neural module registers its codecs
+    # without importing torch (that happens when one of them is first used).
+    import wsitranscode.codecs.classic
+    import wsitranscode.codecs.neural  # noqa: F401

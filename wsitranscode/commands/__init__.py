@@ -15,12 +15,17 @@ _PIPE_WIDTH = 160
 
 @cache
 def console_out() -> Console:
-    return Console(highlight=False, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
 
 
 @cache
 def console_err() -> Console:
-    return Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
+    return Console(
+        stderr=True,
+        highlight=False,
+        emoji=False,
+        width=None if sys.stderr.isatty() else _PIPE_WIDTH,
+    )
 
 
 def print_json(payload: Any) -> None:
