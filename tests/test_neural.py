@@ -96,6 +96,13 @@ def test_container_damage_is_a_clear_error(position: int):
         bitstream.unpack(bytes(data))
 
 
+def test_dicom_fragment_padding_is_accepted():
+    frame = _frame(strings=(b"\x01\x02",))
+    data = bitstream.pack(frame)
+    assert len(data) % 2 == 1
+    assert bitstream.unpack(data + b"\x00") == frame
+
+
 def test_truncated_and_foreign_bytes_are_refused():
     data = bitstream.pack(_frame())
     for broken in (data[:-7], data[:10], b"\xff\xd8\xff\xe0" + data[4:], b""):

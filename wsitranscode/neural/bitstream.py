@@ -92,13 +92,19 @@ def unpack(data: bytes | bytearray | memoryview) -> NeuralFrame:
             f"neural frame container version {version} is newer than this wsitranscode "
             f"reads ({VERSION}); upgrade wsitranscode"
         )
-    (crc,) = _LENGTH.unpack_from(data, len(data) - 4)
-    if zlib.crc32(data[:-4]) != crc:
+    if not _crc_ok(data) and data.endswith(b"\x00") and _crc_ok(data[:-1]):
+        data = data[:-1]  # DICOM pads odd-length fragments with one zero byte
+    if not _crc_ok(data):
         raise DecodeError("neural frame is damaged (CRC mismatch)")
     try:
         return _parse(data[:-4])
     except (struct.error, IndexError, UnicodeDecodeError) as err:
         raise DecodeError(f"neural frame is malformed: {err}") from err
+
+
+def _crc_ok(data: bytes) -> bool:
+    (crc,) = _LENGTH.unpack_from(data, len(data) - 4)
+    return zlib.crc32(data[:-4]) == crc
 
 
 def _parse(body: bytes) -> NeuralFrame:
