@@ -52,7 +52,7 @@ class TrainConfig:
     tiles_per_slide: int = 64
     val_fraction: float = 0.25
     validation: list[str] = field(default_factory=list)
-    lr: float = 1e-4
+    lr: float = 5e-4
     seed: int = 0
     device: str = "auto"
     threads: int | None = None

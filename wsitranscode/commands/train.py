@@ -54,7 +54,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         metavar="NAME",
         help="hold out this slide (file name or path suffix) instead of a random choice",
     )
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate (cosine decay to lr/10)")
+    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (cosine decay to lr/10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
