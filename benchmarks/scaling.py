@@ -89,8 +89,9 @@ def timed_recode(src: Path, options: RecodeOptions, scratch: Path) -> tuple[floa
     return elapsed, digest(out)
 
 
-def options_for(codec: str, effort: int | None, executor: str, workers: int, scheduler=None):
+def options_for(codec, effort, executor, workers, scheduler=None, series_in_flight=0):
     return RecodeOptions(
+        series_in_flight=series_in_flight,
         codec=codec,
         settings=EncodeSettings(quality=85, effort=effort),
         workers=workers,
@@ -101,9 +102,12 @@ def options_for(codec: str, effort: int | None, executor: str, workers: int, sch
 
 
 def scaling(workloads, codec, effort, repeats, scratch) -> tuple[list[dict], dict]:
+    """Executors interleaved within each repeat: the machine's other load drifts over minutes."""
     import distributed
 
-    rows, digests, cluster_start = [], {}, {}
+    times: dict[tuple[str, str, int], list[float]] = {}
+    digests: dict[str, set[str]] = {}
+    cluster_start = {}
     for workers in range(1, default_workers() + 1):
         started = time.perf_counter()
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
@@ -111,22 +115,46 @@ def scaling(workloads, codec, effort, repeats, scratch) -> tuple[list[dict], dic
                                            dashboard_address=None)  # fmt: skip
         cluster_start[workers] = time.perf_counter() - started
         try:
-            for executor in ("local", "processes", "dask"):
-                scheduler = cluster.scheduler_address if executor == "dask" else None
-                options = options_for(codec, effort, executor, workers, scheduler)
-                for name, src in workloads.items():
-                    times = []
-                    for _ in range(repeats):
+            for _ in range(repeats):
+                for executor in ("local", "processes", "dask"):
+                    scheduler = cluster.scheduler_address if executor == "dask" else None
+                    options = options_for(codec, effort, executor, workers, scheduler)
+                    for name, src in workloads.items():
                         seconds, dig = timed_recode(src, options, scratch)
-                        times.append(seconds)
+                        times.setdefault((name, executor, workers), []).append(seconds)
                         digests.setdefault(name, set()).add(dig)
-                    rows.append({"workload": name, "executor": executor, "workers": workers,
-                                 "seconds": statistics.median(times)})  # fmt: skip
-                    print(json.dumps(rows[-1]), flush=True)
+                        print(json.dumps([name, executor, workers, seconds]), flush=True)
         finally:
             cluster.close()
+    rows = [
+        {"workload": name, "executor": executor, "workers": workers,
+         "seconds": statistics.median(found), "all_seconds": found}
+        for (name, executor, workers), found in times.items()
+    ]  # fmt: skip
     identical = {name: len(found) == 1 for name, found in digests.items()}
     return rows, {"cluster_start_s": cluster_start, "identical_bytes": identical}
+
+
+def series_overlap(workloads, codec, effort, repeats, scratch) -> list[dict]:
+    """The small-slides workload on Dask with all workers, one series at a time vs several."""
+    import distributed
+
+    workers = default_workers()
+    times: dict[int, list[float]] = {}
+    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:  # fmt: skip
+        for _ in range(repeats):
+            for in_flight in (1, 2, 4):
+                options = options_for(codec, effort, "dask", workers, cluster.scheduler_address,
+                                      series_in_flight=in_flight)  # fmt: skip
+                seconds, _ = timed_recode(workloads["small"], options, scratch)
+                times.setdefault(in_flight, []).append(seconds)
+                print(json.dumps(["small", "dask", workers, in_flight, seconds]), flush=True)
+    return [
+        {"series_in_flight": k, "workers": workers, "seconds": statistics.median(v),
+         "all_seconds": v}
+        for k, v in times.items()
+    ]  # fmt: skip
 
 
 def per_core(workloads, scratch, repeats) -> list[dict]:
@@ -201,14 +229,25 @@ def main() -> None:
     parser.add_argument("--effort", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--usd-per-core-hour", type=float, default=0.02)
+    parser.add_argument(
+        "--series-overlap-only",
+        action="store_true",
+        help="only the small-slides workload: one series at a time vs several",
+    )
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
     image, source = tissue()
     with tempfile.TemporaryDirectory(prefix="wsitranscode-scaling-") as tmp:
         root = Path(tmp)
         workloads = build_workloads(image, root / "src", args.quick)
+        if args.series_overlap_only:
+            rows = series_overlap(workloads, args.codec, args.effort, repeats, root)
+            print(json.dumps({"source": source, "pixels": pixels_of(workloads["small"]),
+                              "rows": rows}, indent=1))  # fmt: skip
+            return
         sizes = {name: pixels_of(src) for name, src in workloads.items()}
         rows, extra = scaling(workloads, args.codec, args.effort, repeats, root)
+        extra["series_overlap"] = series_overlap(workloads, args.codec, args.effort, repeats, root)
         for row in rows:
             row["mpx_per_s"] = round(sizes[row["workload"]] / row["seconds"] / 1e6, 2)
         cores = per_core(workloads, root, repeats)

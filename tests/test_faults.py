@@ -111,42 +111,75 @@ def archive(wsi_factory, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clean_run(archive, tmp_path_factory) -> tuple[dict[str, bytes], float]:
-    out = tmp_path_factory.mktemp("faults-clean") / "out"
+def clean_run(archive, tmp_path_factory) -> dict[str, bytes]:
+    return _clean(archive, tmp_path_factory.mktemp("faults-clean") / "out")[0]
+
+
+def _clean(archive: Path, out: Path) -> tuple[dict[str, bytes], tuple[float, float]]:
+    """An uninterrupted run: its files, and when its work started (first staging folder; before
+    that, Python starts and imports) and ended, in seconds from its start."""
     started = time.monotonic()
-    subprocess.run(_recode_cmd(archive, out), env=ENV, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        _recode_cmd(archive, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    work_starts = None
+    while proc.poll() is None:
+        if work_starts is None and out.exists() and any(out.glob(STAGING_PREFIX + "*")):
+            work_starts = time.monotonic() - started
+        time.sleep(0.01)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     elapsed = time.monotonic() - started
     files = _series_files(out)
     assert len(files) == len(list(archive.rglob("*.dcm")))
-    return files, elapsed
+    return files, (work_starts or 0.0, elapsed)
 
 
-def test_sigkill_at_random_moments_then_rerun(archive, clean_run, tmp_path):
-    clean, clean_seconds = clean_run
+def _snapshot(out: Path) -> set[tuple[str, int]]:
+    """Every file under OUT with its size: a killed run that did any work changed it."""
+    if not out.exists():
+        return set()
+    return {(str(p.relative_to(out)), p.stat().st_size) for p in out.rglob("*") if p.is_file()}
+
+
+def test_sigkill_at_random_moments_then_rerun(archive, tmp_path):
+    # timed here, not in a fixture, so the kill window matches this moment's machine load
+    clean, (work_starts, work_ends) = _clean(archive, tmp_path / "clean")
     before = _hashes(archive)
     out = tmp_path / "out"
     rng = random.Random(SEED)
-    kills = 0
+    kills = mid_work = completed = 0
     for _ in range(KILLS):
-        delay = rng.uniform(0.2, clean_seconds)
+        before_run = _snapshot(out)
         proc = subprocess.Popen(
             _recode_cmd(archive, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            proc.wait(timeout=delay)
+            proc.wait(timeout=rng.uniform(work_starts, work_ends))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
-        assert_nothing_looks_complete_unless_it_is(out, clean)
+            mid_work += _snapshot(out) != before_run
+            assert_nothing_looks_complete_unless_it_is(out, clean)
+            continue
+        # the run finished before its kill: it must have finished the job, then start afresh
+        assert proc.returncode == 0
+        _assert_finished(out, clean)
+        completed += 1
+        shutil.rmtree(out)
+    print(f"SIGKILL harness: {kills} kills ({mid_work} mid-work), {completed} runs completed")
     assert kills >= KILLS // 2, "most runs finished before their kill: the fixture is too fast"
+    assert mid_work >= kills // 2, "most kills landed before any work: the kill window is off"
     rerun = subprocess.run(_recode_cmd(archive, out), env=ENV, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
+    _assert_finished(out, clean)
+    assert _hashes(archive) == before
+
+
+def _assert_finished(out: Path, clean: dict[str, bytes]) -> None:
     assert _series_files(out) == clean
     assert_nothing_looks_complete_unless_it_is(out, clean)
-    leftovers = [p for p in out.rglob(".*") if p.name != RUN_RECORD_NAME]
-    assert leftovers == []
-    assert _hashes(archive) == before
+    assert [p for p in out.rglob(".*") if p.name != RUN_RECORD_NAME] == []
 
 
 # ---------------------------------------------------------------------- a disk that fills
@@ -173,7 +206,7 @@ def small_disk(tmp_path):
 def test_disk_full_at_different_points_then_rerun_with_space(
     archive, clean_run, small_disk, fraction
 ):
-    clean, _ = clean_run
+    clean = clean_run
     before = _hashes(archive)
     mount, resize = small_disk
     needed_kb = sum(len(b) for b in clean.values()) // 1024
@@ -211,7 +244,7 @@ def _corrupt_a_frame(path: Path, seed: int) -> None:
 def test_corrupted_input_fails_its_series_then_rerun_after_repair(
     archive, clean_run, tmp_path, damage
 ):
-    clean, _ = clean_run
+    clean = clean_run
     folder = tmp_path / "in"
     shutil.copytree(archive, folder)
     victim = sorted((folder / "slide2").glob("level0.dcm"))[0]

@@ -98,6 +98,12 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _clipped(value: object, limit: int = 80) -> str:
+    """repr of a header value for a message: a damaged length can make it megabytes long."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _pixel_tag_name(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
@@ -308,7 +314,9 @@ class FrameReader:
         try:
             frames = int(value) if value not in (None, "") else 1
         except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"invalid NumberOfFrames {value!r}", path=self.path) from exc
+            raise InvalidInputError(
+                f"invalid NumberOfFrames {_clipped(value)}", path=self.path
+            ) from exc
         if frames < 1:
             raise InvalidInputError(f"invalid NumberOfFrames {frames}", path=self.path)
         return frames
@@ -370,7 +378,7 @@ class FrameReader:
         try:
             return int(value)
         except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"invalid {keyword} {value!r}", path=self.path) from exc
+            raise InvalidInputError(f"invalid {keyword} {_clipped(value)}", path=self.path) from exc
 
     # ------------------------------------------------------------------ encapsulated frames
 

@@ -542,7 +542,7 @@ def _disagreement(instances: list[Instance], attribute: str, keyword: str) -> st
         first_path.setdefault(getattr(instance, attribute), instance.path)
     if len(first_path) < 2:
         return None
-    values = ", ".join(f"{value!r} ({path})" for value, path in first_path.items())
+    values = ", ".join(f"{_clipped(value)} ({path})" for value, path in first_path.items())
     return f"instances disagree on {keyword}: {values}"
 
 
@@ -556,10 +556,13 @@ def _concatenation_problems(instances: list[Instance]) -> list[str]:
         numbers = [m.in_concatenation_number for m in members]
         total = max(m.in_concatenation_total for m in members)
         if len(set(numbers)) != len(numbers):
-            problems.append(f"concatenation {uid}: part numbers repeat {sorted(numbers)}")
+            problems.append(
+                f"concatenation {_clipped_uid(uid)}: part numbers repeat {sorted(numbers)}"
+            )
         elif total and sorted(numbers) != list(range(1, total + 1)):
             problems.append(
-                f"concatenation {uid}: has parts {sorted(numbers)} of {total} ({members[0].path})"
+                f"concatenation {_clipped_uid(uid)}: has parts {sorted(numbers)} of {total} "
+                f"({members[0].path})"
             )
     return problems
 
@@ -612,13 +615,20 @@ def _int(ds: Dataset, keyword: str) -> int:
         return 0
 
 
-def _clipped(value: Any, limit: int = 60) -> str:
+def _clipped(value: Any, limit: int = 80) -> str:
     """repr of a header value for a message: a damaged length can make it megabytes long."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
+def _clipped_uid(uid: str) -> str:
+    """A UID as it is, or clipped when a damaged length made it something else."""
+    return uid if len(uid) <= 64 and uid.isprintable() else _clipped(uid)
+
+
 def _sop_class_name(uid: str) -> str:
+    if len(uid) > 64 or not uid.isprintable():  # a damaged length: not a UID at all
+        return _clipped(uid)
     name = UID(uid).name
     return f"{name} ({uid})" if name != uid else uid
 
