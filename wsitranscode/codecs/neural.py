@@ -16,7 +16,7 @@ point: q is recorded but does not change the output.
 Codec options (`EncodeSettings.extra`): ("weights", PATH) CompressAI weights for `cai*` instead of
 the zoo download; ("model", PATH) the model file for `neural`; ("device", "auto"|"cpu"|"cuda")
 where the encoder's analysis transform runs (default auto; decoding always runs on the CPU, the
-reference result); ("batch_size", N) tiles per forward pass (default: 2 on the CPU, where larger
+reference result); ("batch_size", N) tiles per forward pass (default: 1 on the CPU, where larger
 batches run slower per tile, 32 on a GPU).
 """
 

@@ -208,10 +208,10 @@ def _zoo_codec_and_quality(model_id: str) -> tuple[str, int] | None:
 
 # --- devices ----------------------------------------------------------------------------------
 
-# Measured on 2 CPU cores (224x224 tiles): batches of 1-2 are fastest on the CPU (larger ones
-# spill the activations out of the caches: a batch of 16 decodes 1.8x slower per tile); a GPU
-# wants large batches.
-CPU_BATCH_SIZE = 2
+# Measured on 2 CPU cores (224x224 tiles, benchmarks/neural_throughput.py): one tile per forward
+# pass is fastest on the CPU (larger batches spill the activations out of the caches: a batch of
+# 16 decodes up to 1.8x slower per tile); a GPU wants large batches.
+CPU_BATCH_SIZE = 1
 GPU_BATCH_SIZE = 32
 
 
