@@ -128,12 +128,10 @@ def test_stain_aware_model_fine_tuned_from_a_factorized_one(slides: Path, tmp_pa
 
 
 def test_perceptual_loss_without_lpips_weights_says_so(slides, tmp_path, monkeypatch):
-    import wsitranscode.quality.perceptual as perceptual
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(perceptual, "ALEXNET_URL", "http://127.0.0.1:9/alexnet.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty weights cache
     events: list[dict] = []
-    train(_config(slides, tmp_path / "p.pt", loss="mse+lpips", steps=2), events.append)
+    config = _config(slides, tmp_path / "p.pt", loss="mse+lpips", steps=2, allow_download=False)
+    train(config, events.append)
     warnings = [e["message"] for e in events if e["event"] == "warning"]
     assert any("LPIPS not available" in w and "MSE only" in w for w in warnings)
 
@@ -158,3 +156,22 @@ def test_bad_options_are_usage_errors(slides, tmp_path):
         train(_config(slides, tmp_path / "m.pt", patch=50))
     with pytest.raises(UsageError, match=r"\.pt"):
         train(_config(slides, tmp_path / "m.bin"))
+
+
+def test_perceptual_loss_uses_lpips_when_weights_are_given(slides, tmp_path):
+    """A torchvision AlexNet state dict (random weights here: none can be downloaded)."""
+    import torchvision
+
+    weights = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).features.state_dict(), weights)
+    state = torch.load(weights, weights_only=True)
+    torch.save({f"features.{k}": v for k, v in state.items()}, weights)
+    events: list[dict] = []
+    config = _config(
+        slides, tmp_path / "p.pt", loss="mse+lpips", steps=2, lpips_weights=weights,
+        allow_download=False,
+    )  # fmt: skip
+    result = train(config, events.append)
+    assert {"event": "lpips", "weights": str(weights)} in events
+    assert not [e for e in events if e["event"] == "warning"]
+    assert result.meta["loss"] == "mse+lpips"

@@ -61,6 +61,7 @@ class TrainConfig:
     log_every: int = 50
     half: bool = True
     lpips_weights: Path | None = None
+    allow_download: bool = True  # LPIPS weights through torchvision's URL when not cached
     restart: bool = False
 
     @property
@@ -364,7 +365,9 @@ def _load_lpips(config: TrainConfig, device: Any, emit: Progress) -> Any:
     from wsitranscode.quality.perceptual import Lpips, MetricUnavailable
 
     try:
-        metric = Lpips.load(config.lpips_weights, allow_download=True, device=str(device))
+        metric = Lpips.load(
+            config.lpips_weights, allow_download=config.allow_download, device=str(device)
+        )
     except MetricUnavailable as err:
         emit(
             {
@@ -500,7 +503,9 @@ def _write_model(
         "lambda": config.lambda_,
         "training": {
             **{
-                k: v for k, v in _jsonable(asdict(config)).items() if k not in ("output", "restart")
+                k: v
+                for k, v in _jsonable(asdict(config)).items()
+                if k not in ("output", "restart", "allow_download")
             },
             "steps_done": state.step,
             "train_tiles": len(train_set),

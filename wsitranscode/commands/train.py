@@ -65,6 +65,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         "--float32", action="store_true", help="store float32 weights (default: float16)"
     )
     p.add_argument("--lpips-weights", type=Path, default=None, help="AlexNet weights for LPIPS")
+    p.add_argument("--no-download", action="store_true", help="never download LPIPS weights")
     p.add_argument(
         "--restart", action="store_true", help="ignore an existing checkpoint and start over"
     )
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         half=not args.float32,
         lpips_weights=args.lpips_weights,
+        allow_download=not args.no_download,
         restart=args.restart,
     )
     result = train(config, progress=print_event)
