@@ -110,7 +110,7 @@ class KillOneWorkerAfter:
     def end_series(self, series_uid: str, status: str) -> None:
         pass
 
-    def advance(self, frames: int) -> None:
+    def advance(self, series_uid: str, frames: int) -> None:
         self.written += frames
         if self.killed_pid is None and self.written >= self.frames:
             pids = self.client.run(os.getpid)
@@ -205,7 +205,7 @@ class SeriesOverlap:
         with self.lock:
             self.active -= 1
 
-    def advance(self, frames: int) -> None:
+    def advance(self, series_uid: str, frames: int) -> None:
         pass
 
 

@@ -68,7 +68,9 @@ def _first_file(folder: Path) -> Path:
 
 def test_non_dicom_files_are_skipped_and_counted(batch, tmp_path):
     (batch / "good" / "notes.txt").write_text("not dicom")
-    (batch / "good" / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
+    from pydicom.fileset import FileSet
+
+    FileSet().write(batch / "good")  # a real, empty DICOMDIR
     before = _hashes(batch)
     code, record = _run(batch, tmp_path / "out")
     assert code == 0

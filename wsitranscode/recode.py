@@ -47,7 +47,7 @@ class ProgressSink(Protocol):
     """What `recode` reports while it works; the CLI draws it with rich."""
 
     def start_series(self, series_uid: str, total_frames: int) -> None: ...
-    def advance(self, frames: int) -> None: ...
+    def advance(self, series_uid: str, frames: int) -> None: ...
     def end_series(self, series_uid: str, status: str) -> None: ...
 
 
@@ -55,7 +55,7 @@ class NullProgress:
     def start_series(self, series_uid: str, total_frames: int) -> None:
         pass
 
-    def advance(self, frames: int) -> None:
+    def advance(self, series_uid: str, frames: int) -> None:
         pass
 
     def end_series(self, series_uid: str, status: str) -> None:
@@ -193,8 +193,13 @@ class RunResult:
     def failed(self) -> list[SeriesResult]:
         return [s for s in self.series if s.status == "failed"]
 
+    @property
+    def unreadable_files(self) -> list[dict[str, str]]:
+        """Files that look like DICOM but could not be read: an error, unlike non-DICOM files."""
+        return [f for f in self.skipped_files if f["reason"].startswith("unreadable")]
+
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.unreadable_files else 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -449,7 +454,7 @@ def recode_instance(
                     worst = (outcome.mse, outcome.index)
                 if outcome.quality is not None:
                     qualities.append(outcome.quality)
-                progress.advance(1)
+                progress.advance(inst.series_uid, 1)
             frame_bytes = (
                 info.rows * info.columns * info.samples_per_pixel * info.bits_allocated // 8
             )
@@ -673,7 +678,7 @@ class SeriesRecoder:
         self.result.instances = [_instance_from_row(r) for r in rows]
         self.result.rate_control = self.run.recorded_rate_control.get(self.series.uid)
         self.result.status = "done-before"
-        self.run.progress.advance(sum(p.instance.number_of_frames for p in plans))
+        self.run.progress.advance(self.series.uid, sum(p.instance.number_of_frames for p in plans))
         return True
 
     def _instance(self, plan: InstancePlan) -> InstanceResult:
@@ -682,7 +687,7 @@ class SeriesRecoder:
         out = self.staging / plan.output_name
         reusable = row and not self.run.options.overwrite and out.exists()
         if reusable and out.stat().st_size == row.get("bytes_out"):
-            self.run.progress.advance(plan.instance.number_of_frames)
+            self.run.progress.advance(self.series.uid, plan.instance.number_of_frames)
             return _instance_from_row(row)
         try:
             return recode_instance(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -164,11 +166,16 @@ def report_outcome(result: Any, as_json: bool) -> int:
             f"[bold red]failed:[/] series {series.series_instance_uid}: {series.error}",
             soft_wrap=True,
         )
+    for skipped in result.unreadable_files:
+        console_err().print(
+            f"[bold red]failed:[/] {skipped['path']}: {skipped['reason']}", soft_wrap=True
+        )
     return result.exit_code()
 
 
 class RichProgress:
-    """Overall and per-series progress bars (frames, tiles/s, ETA) on stderr."""
+    """Overall and per-series progress bars (frames, tiles/s, ETA) on stderr. Several series
+    may be in flight at once, each with its own bar; callbacks come from several threads."""
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -181,8 +188,9 @@ class RichProgress:
             console=console_err(),
             transient=False,
         )
-        self.overall = None
-        self.current = None
+        self.overall: TaskID | None = None
+        self.series: dict[str, TaskID] = {}
+        self.lock = threading.Lock()
 
     def __enter__(self) -> RichProgress:
         self.progress.__enter__()
@@ -198,21 +206,26 @@ class RichProgress:
             console_err().print(f"skipped {len(scanned.skipped)} non-WSI or unreadable files")
 
     def start_series(self, series_uid: str, total_frames: int) -> None:
-        short = series_uid[-12:]
-        self.current = self.progress.add_task(f"series …{short}", total=total_frames, rate="")
+        with self.lock:
+            self.series[series_uid] = self.progress.add_task(
+                f"series …{series_uid[-12:]}", total=total_frames, rate=""
+            )
 
-    def advance(self, frames: int) -> None:
-        for task_id in (self.overall, self.current):
-            if task_id is not None:
+    def advance(self, series_uid: str, frames: int) -> None:
+        with self.lock:
+            for task_id in (self.overall, self.series.get(series_uid)):
+                if task_id is None:
+                    continue
                 self.progress.advance(task_id, frames)
-                task = self.progress.tasks[task_id]
-                if task.speed:
-                    self.progress.update(task_id, rate=f"{task.speed:,.0f} tiles/s")
+                speed = self.progress.tasks[task_id].speed
+                if speed:
+                    self.progress.update(task_id, rate=f"{speed:,.0f} tiles/s")
 
     def end_series(self, series_uid: str, status: str) -> None:
-        if self.current is not None:
-            self.progress.update(self.current, description=f"series …{series_uid[-12:]} {status}")
-        self.current = None
+        with self.lock:
+            task_id = self.series.pop(series_uid, None)
+            if task_id is not None:
+                self.progress.update(task_id, description=f"series …{series_uid[-12:]} {status}")
 
 
 def print_summary(result: Any) -> None:
