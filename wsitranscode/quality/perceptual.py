@@ -159,14 +159,13 @@ def _check_pairs(originals: Sequence[np.ndarray], recoded: Sequence[np.ndarray])
         raise ValueError(f"tiles in one call must share one shape, got {sorted(shapes)}")
 
 
-class Lpips:
-    """LPIPS (AlexNet, v0.1 linear heads of the `lpips` package): 0 for identical tiles."""
+class _NetworkMetric:
+    """A metric computed by a network whose weights come from a file, a cache or a download."""
 
-    name = "lpips"
-    how_to_provide = (
-        f"Download {ALEXNET_URL} once and pass it with --lpips-weights PATH, or put it in "
-        "$TORCH_HOME/hub/checkpoints/ (default ~/.cache/torch/hub/checkpoints/)"
-    )
+    name = ""
+    url = ""
+    hash_prefix: str | None = None
+    how_to_provide = ""
 
     def __init__(self, model: Any, device: torch.device, weights_path: Path):
         self.model = model
@@ -181,18 +180,39 @@ class Lpips:
         allow_download: bool = True,
         cache_dir: Path | str | None = None,
         device: str | None = None,
-        url: str = ALEXNET_URL,
-    ) -> Lpips:
+        url: str | None = None,
+    ) -> Any:
+        """Find the weights (or raise MetricUnavailable saying how to provide them) and build."""
         path = resolve_weights(
             weights,
             metric=cls.name,
-            url=url,
+            url=url or cls.url,
             cache_dir=cache_dir,
             allow_download=allow_download,
             how_to_provide=cls.how_to_provide,
-            hash_prefix=ALEXNET_HASH_PREFIX if url == ALEXNET_URL else None,
+            hash_prefix=cls.hash_prefix if url in (None, cls.url) else None,
         )
-        return cls(_build_lpips(path), select_device(device), path)
+        return cls(cls.build(path), select_device(device), path)
+
+    @staticmethod
+    def build(path: Path) -> Any:
+        raise NotImplementedError
+
+
+class Lpips(_NetworkMetric):
+    """LPIPS (AlexNet, v0.1 linear heads of the `lpips` package): 0 for identical tiles."""
+
+    name = "lpips"
+    url = ALEXNET_URL
+    hash_prefix = ALEXNET_HASH_PREFIX
+    how_to_provide = (
+        f"Download {ALEXNET_URL} once and pass it with --lpips-weights PATH, or put it in "
+        "$TORCH_HOME/hub/checkpoints/ (default ~/.cache/torch/hub/checkpoints/)"
+    )
+
+    @staticmethod
+    def build(path: Path) -> Any:
+        return _build_lpips(path)
 
     def measure(
         self, originals: Sequence[np.ndarray], recoded: Sequence[np.ndarray], batch_size: int = 32
@@ -234,40 +254,20 @@ def _build_lpips(path: Path) -> Any:
     return model.eval()
 
 
-class FeatureSimilarity:
+class FeatureSimilarity(_NetworkMetric):
     """Cosine similarity of ResNet18 features (Ciga et al. 2022) at six depths: 1 when identical."""
 
     name = "feature"
+    url = CIGA_URL
     depths = FEATURE_DEPTHS
     how_to_provide = (
         f"Download {CIGA_URL} once and pass it with --feature-weights PATH, or put it in "
         "$TORCH_HOME/hub/checkpoints/ (default ~/.cache/torch/hub/checkpoints/)"
     )
 
-    def __init__(self, model: Any, device: torch.device, weights_path: Path):
-        self.model = model
-        self.device = device
-        self.weights_path = weights_path
-
-    @classmethod
-    def load(
-        cls,
-        weights: Path | str | None = None,
-        *,
-        allow_download: bool = True,
-        cache_dir: Path | str | None = None,
-        device: str | None = None,
-        url: str = CIGA_URL,
-    ) -> FeatureSimilarity:
-        path = resolve_weights(
-            weights,
-            metric=cls.name,
-            url=url,
-            cache_dir=cache_dir,
-            allow_download=allow_download,
-            how_to_provide=cls.how_to_provide,
-        )
-        return cls(build_ciga_resnet18(path), select_device(device), path)
+    @staticmethod
+    def build(path: Path) -> Any:
+        return build_ciga_resnet18(path)
 
     def features(self, tiles: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         """Flattened features (N x D) at each depth for one batch of same-shape tiles."""
