@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -58,3 +60,33 @@ def dciodvfy_errors(path: Path) -> list[str]:
 def _normalise(line: str) -> str:
     # Item numbers differ between source and output when sequences gain items.
     return re.sub(r"\[\d+\]", "[n]", line)
+
+
+# A fixed creation time: runs in separate processes write byte-identical output.
+REPRODUCIBLE_ENV = {**os.environ, "SOURCE_DATE_EPOCH": "1767225600", "PYTHONUNBUFFERED": "1"}
+
+
+def recode_command(src: Path, out: Path, *args: str) -> list[str]:
+    """`wsitranscode recode SRC -o OUT ARGS...` as a command line for a child process."""
+    return [sys.executable, "-m", "wsitranscode", "recode", str(src), "-o", str(out), *args]
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under folder, by relative path (to prove inputs are untouched)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def wipe_frame_body(path: Path, index: int) -> None:
+    """Zero a JPEG frame's body in place (its first and last two bytes kept): it cannot decode."""
+    from wsitranscode.dicom.frames import FrameReader
+
+    with FrameReader(path) as reader:
+        frame = reader.read_frame(index)
+    data = bytearray(path.read_bytes())
+    start = data.index(frame)
+    data[start + 2 : start + len(frame) - 2] = b"\x00" * (len(frame) - 4)
+    path.write_bytes(bytes(data))

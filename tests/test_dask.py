@@ -14,9 +14,9 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed")
 
+from tests.dicom_checks import wipe_frame_body  # noqa: E402
 from wsitranscode.cli import main  # noqa: E402
 from wsitranscode.codecs.base import EncodeSettings  # noqa: E402
-from wsitranscode.dicom.frames import FrameReader  # noqa: E402
 from wsitranscode.errors import UsageError  # noqa: E402
 from wsitranscode.recode import RUN_RECORD_NAME, RecodeOptions, recode  # noqa: E402
 
@@ -146,12 +146,7 @@ def test_frame_error_on_a_worker_comes_back_named(slide, cluster, tmp_path):
     folder = tmp_path / "in"
     shutil.copytree(slide, folder)
     victim = sorted(folder.rglob("level0.dcm"))[0]
-    with FrameReader(victim) as reader:
-        frame = reader.read_frame(5)
-    data = bytearray(victim.read_bytes())
-    start = data.index(frame)
-    data[start + 2 : start + len(frame) - 2] = b"\x00" * (len(frame) - 4)  # SOI kept, body wiped
-    victim.write_bytes(bytes(data))
+    wipe_frame_body(victim, 5)
     result = recode(folder, tmp_path / "out", _options("dask", cluster.scheduler_address))
     assert result.exit_code() == 1
     error = result.series[0].error

@@ -9,54 +9,25 @@ their atomic rename, and series folders are renamed into place only when whole.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.dicom_checks import REPRODUCIBLE_ENV, recode_command, tree_hashes
 from wsitranscode.recode import RUN_RECORD_NAME, STAGING_PREFIX
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
-ENV = {**os.environ, "SOURCE_DATE_EPOCH": "1767225600", "PYTHONUNBUFFERED": "1"}
+ENV = REPRODUCIBLE_ENV
+RECODE_ARGS = ("--codec", "jxl", "--q", "85", "--effort", "7", "--workers", "1")
 KILLS = int(os.environ.get("WSITRANSCODE_FAULT_KILLS", "4"))
 SEED = int(os.environ.get("WSITRANSCODE_FAULT_SEED", "7"))
-
-
-def _recode_cmd(src: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "wsitranscode",
-        "recode",
-        str(src),
-        "-o",
-        str(out),
-        "--codec",
-        "jxl",
-        "--q",
-        "85",
-        "--effort",
-        "7",
-        "--workers",
-        "1",
-        *extra,
-    ]
-
-
-def _hashes(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _series_files(out: Path) -> dict[str, bytes]:
@@ -120,7 +91,10 @@ def _clean(archive: Path, out: Path) -> tuple[dict[str, bytes], tuple[float, flo
     that, Python starts and imports) and ended, in seconds from its start."""
     started = time.monotonic()
     proc = subprocess.Popen(
-        _recode_cmd(archive, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        recode_command(archive, out, *RECODE_ARGS),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     work_starts = None
     while proc.poll() is None:
@@ -144,14 +118,17 @@ def _snapshot(out: Path) -> set[tuple[str, int]]:
 def test_sigkill_at_random_moments_then_rerun(archive, tmp_path):
     # timed here, not in a fixture, so the kill window matches this moment's machine load
     clean, (work_starts, work_ends) = _clean(archive, tmp_path / "clean")
-    before = _hashes(archive)
+    before = tree_hashes(archive)
     out = tmp_path / "out"
     rng = random.Random(SEED)
     kills = mid_work = completed = 0
     for _ in range(KILLS):
         before_run = _snapshot(out)
         proc = subprocess.Popen(
-            _recode_cmd(archive, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            recode_command(archive, out, *RECODE_ARGS),
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             proc.wait(timeout=rng.uniform(work_starts, work_ends))
@@ -170,10 +147,12 @@ def test_sigkill_at_random_moments_then_rerun(archive, tmp_path):
     print(f"SIGKILL harness: {kills} kills ({mid_work} mid-work), {completed} runs completed")
     assert kills >= KILLS // 2, "most runs finished before their kill: the fixture is too fast"
     assert mid_work >= kills // 2, "most kills landed before any work: the kill window is off"
-    rerun = subprocess.run(_recode_cmd(archive, out), env=ENV, capture_output=True, text=True)
+    rerun = subprocess.run(
+        recode_command(archive, out, *RECODE_ARGS), env=ENV, capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr
     _assert_finished(out, clean)
-    assert _hashes(archive) == before
+    assert tree_hashes(archive) == before
 
 
 def _assert_finished(out: Path, clean: dict[str, bytes]) -> None:
@@ -207,22 +186,26 @@ def test_disk_full_at_different_points_then_rerun_with_space(
     archive, clean_run, small_disk, fraction
 ):
     clean = clean_run
-    before = _hashes(archive)
+    before = tree_hashes(archive)
     mount, resize = small_disk
     needed_kb = sum(len(b) for b in clean.values()) // 1024
     resize(max(int(needed_kb * fraction), 8))
     out = mount / "out"
-    first = subprocess.run(_recode_cmd(archive, out), env=ENV, capture_output=True, text=True)
+    first = subprocess.run(
+        recode_command(archive, out, *RECODE_ARGS), env=ENV, capture_output=True, text=True
+    )
     assert first.returncode == 1
     assert "space" in first.stderr.lower()
     assert "Traceback" not in first.stderr
     assert_nothing_looks_complete_unless_it_is(out, clean)
     resize(needed_kb * 3 + 1024, remount=True)
-    rerun = subprocess.run(_recode_cmd(archive, out), env=ENV, capture_output=True, text=True)
+    rerun = subprocess.run(
+        recode_command(archive, out, *RECODE_ARGS), env=ENV, capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert _series_files(out) == clean
     assert [p for p in out.rglob(".*") if p.name != RUN_RECORD_NAME] == []
-    assert _hashes(archive) == before
+    assert tree_hashes(archive) == before
 
 
 # ---------------------------------------------------------------------- corrupted inputs
@@ -258,17 +241,21 @@ def test_corrupted_input_fails_its_series_then_rerun_after_repair(
         rows = spoiled.index(b"\x28\x00\x10\x00US")
         spoiled[rows + 6 : rows + 8] = (0xFFF0).to_bytes(2, "little")
         victim.write_bytes(bytes(spoiled))
-    damaged = _hashes(folder)
+    damaged = tree_hashes(folder)
     out = tmp_path / "out"
-    first = subprocess.run(_recode_cmd(folder, out), env=ENV, capture_output=True, text=True)
+    first = subprocess.run(
+        recode_command(folder, out, *RECODE_ARGS), env=ENV, capture_output=True, text=True
+    )
     assert first.returncode == 1, first.stderr
     assert "Traceback" not in first.stderr
     assert all(len(line) < 2000 for line in first.stderr.splitlines())
-    assert _hashes(folder) == damaged  # the run read, never wrote, its input
+    assert tree_hashes(folder) == damaged  # the run read, never wrote, its input
     assert_nothing_looks_complete_unless_it_is(out, clean)
     published = _series_files(out)
     assert published and all(clean[key] == data for key, data in published.items())
     victim.write_bytes(pristine)  # the file is fetched again
-    rerun = subprocess.run(_recode_cmd(folder, out), env=ENV, capture_output=True, text=True)
+    rerun = subprocess.run(
+        recode_command(folder, out, *RECODE_ARGS), env=ENV, capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert _series_files(out) == clean

@@ -3,7 +3,6 @@ followed out of it unless asked."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -13,6 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from tests.dicom_checks import tree_hashes
 from wsitranscode.cli import main
 from wsitranscode.recode import RUN_RECORD_NAME
 
@@ -27,14 +27,6 @@ HOSTILE = {
     "ContainerIdentifier": "../container",
     "SeriesDescription": "..\\..\\windows",
 }
-
-
-def _tree(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture
@@ -62,16 +54,16 @@ def test_hostile_attribute_values_never_reach_a_path(slide, tmp_path, flavor):
     files = sorted(inp.glob("*.dcm"))
     for path in files:
         _spoil(path, flavor if path.name == "label.dcm" else None)
-    before = _tree(tmp_path)
+    before = tree_hashes(tmp_path)
     out = tmp_path / "work" / "out"
     code = main(["recode", str(inp), "-o", str(out), "--codec", "jxl", "--effort", "1"])
-    created = set(_tree(tmp_path)) - set(before)
+    created = set(tree_hashes(tmp_path)) - set(before)
     outside = [p for p in created if not p.startswith("work/out/")]
     assert outside == []
     for name in created:
         relative = name.removeprefix("work/out/")
         assert relative == RUN_RECORD_NAME or OUTPUT_NAME.match(relative), name
-    assert all(_tree(tmp_path).get(k) == v for k, v in before.items())  # inputs untouched
+    assert all(tree_hashes(tmp_path).get(k) == v for k, v in before.items())  # inputs untouched
     record = json.loads((out / RUN_RECORD_NAME).read_text())
     (series,) = record["series"]
     if flavor == "":
@@ -94,7 +86,7 @@ def test_symlinks_out_of_the_input_are_not_followed_unless_asked(slide, wsi_fact
     outside = _outside_slide(wsi_factory, tmp_path)
     (inp / "linked-folder").symlink_to(outside, target_is_directory=True)
     (inp / "own" / "linked-file.dcm").symlink_to(sorted(outside.glob("*.dcm"))[0])
-    before = _tree(outside)
+    before = tree_hashes(outside)
 
     out = tmp_path / "out"
     assert main(["recode", str(inp), "-o", str(out), "--codec", "jxl", "--effort", "1"]) == 0
@@ -109,14 +101,14 @@ def test_symlinks_out_of_the_input_are_not_followed_unless_asked(slide, wsi_fact
     assert main([*argv, "--follow-symlinks"]) == 0
     record = json.loads((followed / RUN_RECORD_NAME).read_text())
     assert len(record["series"]) == 2  # the linked slide too (its file twice: a duplicate)
-    assert _tree(outside) == before
+    assert tree_hashes(outside) == before
 
 
 def test_output_folder_reached_through_a_symlink_into_the_input_is_refused(slide, tmp_path):
     inp = tmp_path / "in"
     shutil.copytree(slide, inp)
     (tmp_path / "sneaky").symlink_to(inp, target_is_directory=True)
-    before = _tree(inp)
+    before = tree_hashes(inp)
     code = main(["recode", str(inp), "-o", str(tmp_path / "sneaky" / "out"), "--codec", "jxl"])
     assert code == 2
-    assert _tree(inp) == before
+    assert tree_hashes(inp) == before

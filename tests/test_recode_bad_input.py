@@ -3,7 +3,6 @@ done, nothing partial on disk, and the inputs byte-identical afterwards."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -12,19 +11,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from tests.dicom_checks import tree_hashes, wipe_frame_body
 from wsitranscode.cli import main
 from wsitranscode.recode import RUN_RECORD_NAME
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
-
-
-def _hashes(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture
@@ -71,37 +63,30 @@ def test_non_dicom_files_are_skipped_and_counted(batch, tmp_path):
     from pydicom.fileset import FileSet
 
     FileSet().write(batch / "good")  # a real, empty DICOMDIR
-    before = _hashes(batch)
+    before = tree_hashes(batch)
     code, record = _run(batch, tmp_path / "out")
     assert code == 0
     assert {Path(s["path"]).name for s in record["skipped_files"]} >= {"notes.txt", "DICOMDIR"}
-    assert _hashes(batch) == before
+    assert tree_hashes(batch) == before
 
 
 def test_truncated_file_fails_its_series_only(batch, tmp_path):
     victim = _first_file(batch / "spoiled")
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) * 2 // 3])
-    before = _hashes(batch)
+    before = tree_hashes(batch)
     code, record = _run(batch, tmp_path / "out")
     _assert_one_failed_one_ok(code, record, tmp_path / "out", victim.name)
-    assert _hashes(batch) == before
+    assert tree_hashes(batch) == before
 
 
 def test_frame_that_does_not_decode_is_named(batch, tmp_path):
-    from wsitranscode.dicom.frames import FrameReader
-
     victim = next(
         p
         for p in sorted((batch / "spoiled").rglob("*.dcm"))
         if int(pydicom.dcmread(p, stop_before_pixels=True).NumberOfFrames) > 2
     )
-    with FrameReader(victim) as reader:
-        frame = reader.read_frame(1)
-    data = bytearray(victim.read_bytes())
-    start = data.index(frame)
-    data[start + 2 : start + len(frame) - 2] = b"\x00" * (len(frame) - 4)  # SOI kept, body wiped
-    victim.write_bytes(bytes(data))
+    wipe_frame_body(victim, 1)
     code, record = _run(batch, tmp_path / "out")
     error = _assert_one_failed_one_ok(code, record, tmp_path / "out", victim.name)
     assert "frame 1" in error
@@ -143,11 +128,11 @@ def test_conflicting_instances_of_one_series(batch, tmp_path):
 
 
 def test_output_inside_input_is_refused(batch):
-    before = _hashes(batch)
+    before = tree_hashes(batch)
     code = main(["recode", str(batch), "-o", str(batch / "out"), "--codec", "jxl"])
     assert code == 2
     assert not (batch / "out").exists()
-    assert _hashes(batch) == before
+    assert tree_hashes(batch) == before
 
 
 def test_existing_output_without_overwrite(batch, tmp_path):
@@ -174,7 +159,7 @@ def tiny_disk(tmp_path):
 
 
 def test_full_disk_leaves_nothing_partial(batch, tiny_disk, capsys):
-    before = _hashes(batch)
+    before = tree_hashes(batch)
     out = tiny_disk / "out"
     code = main(["recode", str(batch), "-o", str(out), "--codec", "jxl", "--lossless", "--json"])
     assert code == 1
@@ -185,4 +170,4 @@ def test_full_disk_leaves_nothing_partial(batch, tiny_disk, capsys):
     assert not [p for p in out.rglob(".*") if p.is_file()]
     ok_dirs = {s["output_dir"] for s in result["series"] if s["status"] == "ok"}
     assert {p.name for p in out.iterdir() if p.is_dir()} == ok_dirs
-    assert _hashes(batch) == before
+    assert tree_hashes(batch) == before

@@ -4,38 +4,18 @@ with output byte-identical to an uninterrupted run."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.dicom_checks import REPRODUCIBLE_ENV, recode_command
 from wsitranscode.recode import RUN_RECORD_NAME, STAGING_PREFIX
 
-ENV = {**os.environ, "SOURCE_DATE_EPOCH": "1767225600", "PYTHONUNBUFFERED": "1"}
-
-
-def _recode_cmd(src: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "wsitranscode",
-        "recode",
-        str(src),
-        "-o",
-        str(out),
-        "--codec",
-        "jxl",
-        "--q",
-        "90",
-        "--effort",
-        "9",
-        "--workers",
-        "1",
-    ]
+ENV = REPRODUCIBLE_ENV
+RECODE_ARGS = ("--codec", "jxl", "--q", "90", "--effort", "9", "--workers", "1")
 
 
 def _instances_done(out: Path) -> int:
@@ -63,13 +43,18 @@ def slide(wsi_factory):
 
 def test_killed_run_resumes_to_identical_output(slide, tmp_path):
     clean = tmp_path / "clean"
-    subprocess.run(_recode_cmd(slide, clean), env=ENV, check=True, capture_output=True)
+    subprocess.run(
+        recode_command(slide, clean, *RECODE_ARGS), env=ENV, check=True, capture_output=True
+    )
     expected = _published(clean)
     assert len(expected) == len(list(slide.rglob("*.dcm")))
 
     out = tmp_path / "killed"
     proc = subprocess.Popen(
-        _recode_cmd(slide, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        recode_command(slide, out, *RECODE_ARGS),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while _instances_done(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
@@ -83,7 +68,9 @@ def test_killed_run_resumes_to_identical_output(slide, tmp_path):
     assert _published(out) == {}
     assert any(p.name.startswith(STAGING_PREFIX) for p in out.iterdir())
 
-    rerun = subprocess.run(_recode_cmd(slide, out), env=ENV, capture_output=True, text=True)
+    rerun = subprocess.run(
+        recode_command(slide, out, *RECODE_ARGS), env=ENV, capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert _published(out) == expected
     assert not any(p.name.startswith(".") and p.name != RUN_RECORD_NAME for p in out.iterdir())

@@ -42,8 +42,12 @@ def slides(tmp_path_factory: pytest.TempPathFactory, tissue_image: np.ndarray) -
     import imagecodecs
 
     half = tissue_image.shape[1] // 2
-    (folder / "slide-a.png").write_bytes(imagecodecs.png_encode(tissue_image[:, :half]))
-    (folder / "slide-b.png").write_bytes(imagecodecs.png_encode(tissue_image[:, half:]))
+    (folder / "slide-a.png").write_bytes(
+        imagecodecs.png_encode(np.ascontiguousarray(tissue_image[:, :half]))
+    )
+    (folder / "slide-b.png").write_bytes(
+        imagecodecs.png_encode(np.ascontiguousarray(tissue_image[:, half:]))
+    )
     return folder
 
 
@@ -54,18 +58,19 @@ def _config(slides: Path, output: Path, **changes: object) -> TrainConfig:
 
 def test_short_run_lowers_validation_loss_and_writes_a_usable_model(slides: Path, tmp_path):
     events: list[dict] = []
-    result = train(_config(slides, tmp_path / "he-test.pt"), events.append)
+    config = _config(slides, tmp_path / "he-test.pt", steps=80, val_every=20)
+    result = train(config, events.append)
     data = next(e for e in events if e["event"] == "data")
     assert data["val_slides"] == [str(slides / "slide-b.png")]
     assert data["train_slides"] == [str(slides / "slide-a.png")]  # split by slide
     validations = [e for e in events if e["event"] == "validation"]
-    assert [v["step"] for v in validations] == [0, 10, 20, 30]
+    assert [v["step"] for v in validations] == [0, 20, 40, 60, 80]
     assert validations[-1]["val_loss"] < validations[0]["val_loss"]
     assert validations[-1]["val_psnr"] > validations[0]["val_psnr"]
     assert all(np.isfinite(e["loss"]) and e["bpp"] > 0 for e in events if e["event"] == "step")
     meta = json.loads((tmp_path / "he-test.json").read_text())
     assert meta["id"] == "he-test" and meta["arch"] == "factorized"
-    assert meta["training"]["steps_done"] == 30
+    assert meta["training"]["steps_done"] == 80
     assert meta["validation"]["bpp"] > 0 and meta["validation"]["tiles"] >= 1
     assert meta == result.meta
     model = modelfile.load_file(tmp_path / "he-test.pt")
