@@ -72,6 +72,17 @@ def decoded_tiles(folder: Path) -> list[np.ndarray]:
         return [decode_frame(reader.read_frame(i), info) for i in range(reader.number_of_frames)]
 
 
+# wsidicom cannot set the JPEG XL effort: imagecodecs then uses libjxl's default, 5 here (checked:
+# identical bytes). The side-by-side rows use that effort for all three so settings match.
+WSIDICOM_JXL_EFFORT = 5
+
+
+def comparable_settings(codec: str, quality: int) -> EncodeSettings:
+    if codec == "jxl":
+        return EncodeSettings(quality=quality, effort=WSIDICOM_JXL_EFFORT)
+    return EncodeSettings(quality=quality)
+
+
 def wsidicom_settings(codec: str, quality: int):
     from wsidicom.codec.settings import Channels, Jpeg2kSettings, JpegSettings, JpegXlSettings
 
@@ -145,7 +156,7 @@ def throughput(args: argparse.Namespace, image: np.ndarray, work: Path) -> list[
     mpx = sum(t.shape[0] * t.shape[1] for t in tiles) / 1e6
     rows = []
     for codec in args.codecs:
-        settings = EncodeSettings(quality=args.q)
+        settings = comparable_settings(codec, args.q)
         theirs = wsidicom_settings(codec, args.q)
         times: dict[str, list[float]] = {
             "recode": [],
