@@ -35,7 +35,12 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     p.add_argument(
         "-o", "--output", type=Path, required=True, help="output folder (not inside input)"
     )
-    p.add_argument("--codec", required=True, choices=codec_names(), help="target codec")
+    p.add_argument(
+        "--codec",
+        choices=codec_names(),
+        default=None,
+        help="target codec (required unless --model names a trained model: then `neural`)",
+    )
     p.add_argument("--q", type=_quality, default=85, metavar="Q", help=QUALITY_HELP)
     p.add_argument("--lossless", action="store_true", help="lossless mode (jxl, j2k, htj2k, webp)")
     p.add_argument(
@@ -124,6 +129,10 @@ def run(args: argparse.Namespace) -> int:
     from wsitranscode.codecs.base import EncodeSettings
     from wsitranscode.errors import UsageError
 
+    if args.codec is None:
+        if args.model is None:
+            raise UsageError("choose a codec with --codec (or a trained model with --model)")
+        args.codec = "neural"
     if args.bpp_per_tile and args.bpp is None:
         raise UsageError("--bpp-per-tile needs --bpp")
     if args.bpp is not None and (args.bpp <= 0 or args.lossless):
