@@ -201,12 +201,14 @@ def peak_rss(args: argparse.Namespace, work: Path) -> dict:
     out = work / "large-out"
     # The child reports its own peak RSS, so nothing else this script ran is counted.
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from wsitranscode.cli import main\n"
-        "status = main(sys.argv[1:])\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "code = main(sys.argv[1:])\n"
+        # VmHWM starts afresh at exec; ru_maxrss would count the forked parent's pages
+        "status = open('/proc/self/status').read()\n"
+        "peak = int(status.split('VmHWM:')[1].split()[0])\n"
         "print('PEAK_RSS_KB', peak, file=sys.stderr)\n"
-        "sys.exit(status)\n"
+        "sys.exit(code)\n"
     )
     recode_args = [
         "recode",
@@ -240,25 +242,42 @@ def peak_rss(args: argparse.Namespace, work: Path) -> dict:
     return row
 
 
+def tissue_tiles(folder: Path, count: int) -> list[np.ndarray]:
+    """Frames that are mostly tissue (>= 50% by the tissue mask validate uses), spread evenly."""
+    from wsitranscode.quality.sampling import tissue_mask
+
+    tiles = [t for t in decoded_tiles(folder) if tissue_mask(t).mean() >= 0.5]
+    step = max(1, len(tiles) // count)
+    return tiles[::step][:count]
+
+
 def effort_curve(args: argparse.Namespace, image: np.ndarray, work: Path) -> list[dict]:
-    tiles = decoded_tiles(work / "source")[: args.effort_tiles]
+    """JPEG XL size, quality and speed against effort on tissue tiles, lossy and lossless."""
+    from wsitranscode.quality.metrics import psnr
+
+    tiles = tissue_tiles(work / "source", args.effort_tiles)
     codec = get_codec("jxl")
+    px = sum(t.shape[0] * t.shape[1] for t in tiles)
     rows = []
-    for effort in range(1, 10):
-        settings = EncodeSettings(quality=args.q, effort=effort)
-        start = time.perf_counter()
-        sizes = [len(codec.encode(t, settings)) for t in tiles]
-        elapsed = time.perf_counter() - start
-        px = sum(t.shape[0] * t.shape[1] for t in tiles)
-        rows.append(
-            {
-                "effort": effort,
-                "bpp": round(sum(sizes) * 8 / px, 4),
-                "ms_per_tile": round(elapsed * 1000 / len(tiles), 2),
-                "mpx_s_single_thread": round(px / 1e6 / elapsed, 3),
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
+    for lossless in (False, True):
+        for effort in range(1, 10):
+            settings = EncodeSettings(quality=args.q, effort=effort, lossless=lossless)
+            start = time.perf_counter()
+            encoded = [codec.encode(t, settings) for t in tiles]
+            elapsed = time.perf_counter() - start
+            quality = [psnr(t, codec.decode(e)) for t, e in zip(tiles, encoded, strict=True)]
+            rows.append(
+                {
+                    "effort": effort,
+                    "lossless": lossless,
+                    "tiles": len(tiles),
+                    "bpp": round(sum(map(len, encoded)) * 8 / px, 4),
+                    "psnr_db": None if lossless else round(statistics.mean(quality), 2),
+                    "ms_per_tile": round(elapsed * 1000 / len(tiles), 2),
+                    "mpx_s_single_thread": round(px / 1e6 / elapsed, 3),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
