@@ -47,7 +47,9 @@ def default_workers() -> int:
 def make_executor(kind: str = "local", workers: int = 0, scheduler: str | None = None) -> Executor:
     workers = workers if workers > 0 else default_workers()
     if kind == "local":
-        return PoolExecutor(ThreadPoolExecutor(max_workers=workers), workers, batch=2)
+        # 8 frames a task: fewer futures for the client thread (measured: jpeg 0.73 -> 0.75,
+        # htj2k 0.87 -> 0.92 of the codec's own encode+decode speed on 2 threads)
+        return PoolExecutor(ThreadPoolExecutor(max_workers=workers), workers, batch=8)
     if kind == "processes":
         import multiprocessing
 

@@ -10,10 +10,12 @@ q95 40.3, q100 44.1 (`_Q_TO_PSNR`). Per codec:
 - jxl: libjxl's own quality-to-distance mapping, the one `cjxl -q` uses (its Butteraugli distance
   is roughly libjpeg-quality-equivalent by design): d = 0.1 + (100 - q) * 0.09 for q >= 30,
   else 6.24 + 2.5 ** ((30 - q) / 5) / 6.25. q85 -> d 1.45, q90 -> d 1.0 ("visually lossless").
-  Effort: default 7, libjxl's own default. On real tissue at q85 (single thread, 256x256):
-  efforts 1-4 are one tier (3-5 ms, ~12.5 KB, ~36.9 dB), 5-7 another (~25-30 ms, 7% smaller
-  and 0.8 dB better), 8-9 cost 4-5x more again for 7% fewer bytes; 7 is the best trade before
-  that cliff and what other tools compare with. `--effort` overrides it.
+  Effort: default 5 for lossy, 7 for lossless, chosen from the effort curve measured on 40
+  tissue tiles of the real TCGA slide (benchmarks/recode_throughput.py, docs/benchmarks.md):
+  lossy at q85, effort 5 gives 1.918 bpp / 35.20 dB in 14 ms a tile and effort 7 gives
+  1.921 bpp / 35.13 dB in 25 ms, so 7 buys nothing; 1-4 are 10-15% larger, 8-9 are 5% smaller
+  at 6-9x the time. Lossless, effort 7 is 3% smaller than 5 (9.76 vs 10.05 bpp) for 1.7x the
+  time, worth it for an archive kept bit-exact. `--effort` overrides both.
 - j2k (OpenJPEG): a PSNR target per frame (`level` in dB, one quality layer) of `_Q_TO_PSNR[q]`;
   irreversible 9/7 wavelet with the ICT (YBR_ICT) when lossy, reversible 5/3 with the RCT
   (YBR_RCT) when lossless. J2K codestreams (no JP2 box), as DICOM requires.
@@ -73,7 +75,8 @@ _HTJ2K_STEP_TO_PSNR = (
     (0.008, 46.12),
 )
 
-JXL_DEFAULT_EFFORT = 7
+JXL_DEFAULT_EFFORT = 5  # lossy; see the module notes
+JXL_DEFAULT_LOSSLESS_EFFORT = 7
 WEBP_DEFAULT_METHOD = 4  # libwebp's default speed/size trade-off (0 fast .. 6 slow)
 # Note: `--effort` means JPEG XL effort (1-9) for jxl and libwebp method (0-6) for webp; the
 # JPEG, JPEG 2000 and HTJ2K encoders here have no effort setting and ignore it.
@@ -177,7 +180,8 @@ class JpegXlCodec(Codec):
     summary = "JPEG XL (ISO 18181-1), lossy or --lossless, RGB"
 
     def _effort(self, settings: EncodeSettings) -> int:
-        effort = JXL_DEFAULT_EFFORT if settings.effort is None else settings.effort
+        default = JXL_DEFAULT_LOSSLESS_EFFORT if settings.lossless else JXL_DEFAULT_EFFORT
+        effort = default if settings.effort is None else settings.effort
         if not 1 <= effort <= 9:
             raise UsageError(f"jxl effort must be 1-9, not {effort}")
         return effort

@@ -47,7 +47,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         "--effort",
         type=int,
         default=None,
-        help="encoder effort: JPEG XL 1-9 (default 7), WebP method 0-6 (default 4)",
+        help="encoder effort: JPEG XL 1-9 (default 5, lossless 7), WebP method 0-6 (default 4)",
     )
     p.add_argument(
         "--workers", type=int, default=0, help="threads for decode/encode (default: all cores)"
