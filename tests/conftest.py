@@ -97,3 +97,36 @@ def rms_like_slide(wsi_factory: WsiFactory) -> Path:
         thumbnail=True,
         patient_id="RMS-LIKE-0001",
     )
+
+
+@pytest.fixture(scope="session")
+def ciga_format_weights(tmp_path_factory) -> Path:
+    """A seeded random ResNet18 with a SimCLR head, saved with the keys of Ciga's checkpoint.
+
+    Tests pass it explicitly (--feature-weights): the code path of the real weights, never
+    random weights behind a user's back."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    backbone = torchvision.models.resnet18(weights=None)
+    state = {f"model.resnet.{k}": v for k, v in backbone.state_dict().items() if "fc." not in k}
+    head = torch.nn.Sequential(
+        torch.nn.Identity(), torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 128)
+    )
+    state |= {f"model.resnet.fc.{k}": v for k, v in head.state_dict().items()}
+    path = tmp_path_factory.mktemp("weights") / "test_ciga_format_resnet18.ckpt"
+    torch.save({"state_dict": state, "epoch": 0}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def alexnet_weights(tmp_path_factory) -> Path:
+    """Seeded random torchvision AlexNet weights for the LPIPS trunk (passed explicitly)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "test_alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    return path

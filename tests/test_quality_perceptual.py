@@ -43,29 +43,6 @@ def tiles() -> list[np.ndarray]:
     ]
 
 
-@pytest.fixture(scope="module")
-def ciga_format_weights(tmp_path_factory) -> Path:
-    """A seeded random ResNet18 with a SimCLR head, saved with the keys of Ciga's checkpoint."""
-    torch.manual_seed(0)
-    backbone = torchvision.models.resnet18(weights=None)
-    state = {f"model.resnet.{k}": v for k, v in backbone.state_dict().items() if "fc." not in k}
-    head = torch.nn.Sequential(
-        torch.nn.Identity(), torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 128)
-    )
-    state |= {f"model.resnet.fc.{k}": v for k, v in head.state_dict().items()}
-    path = tmp_path_factory.mktemp("weights") / "test_ciga_format_resnet18.ckpt"
-    torch.save({"state_dict": state, "epoch": 0}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def alexnet_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "test_alexnet.pth"
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
-    return path
-
-
 def _noisy(tiles: list[np.ndarray], sigma: float) -> list[np.ndarray]:
     rng = np.random.default_rng(int(sigma))
     return [np.clip(t + rng.normal(0, sigma, t.shape), 0, 255).astype(np.uint8) for t in tiles]
