@@ -237,3 +237,25 @@ def test_many_small_slides_run_side_by_side_with_the_same_bytes(small_slides, cl
     # the run record lists the series in scan order whatever order they finished in
     uids = [s.series_instance_uid for s in together.series]
     assert uids == [s.series_instance_uid for s in one_at_a_time.series]
+
+
+def test_validate_on_dask_equals_the_local_validation(slide, cluster, tmp_path):
+    from wsitranscode.validate import ValidateOptions, validate
+
+    recoded = tmp_path / "recoded"
+    assert not recode(slide, recoded, _options("local")).failed
+
+    def run(executor: str, scheduler: str | None = None) -> list:
+        options = ValidateOptions(
+            metrics=("psnr", "ssim"), sample=4, run_dciodvfy=False, executor=executor,
+            scheduler=scheduler, output_dir=tmp_path / executor,
+        )  # fmt: skip
+        report = validate(slide, recoded, options)
+        return [
+            (s.frames_compared, s.errors, s.metrics, s.pixel_exact, s.heatmap)
+            for s in report.series
+        ]
+
+    local = run("local")
+    assert local and local[0][0] > 0 and not local[0][1]
+    assert run("dask", cluster.scheduler_address) == local

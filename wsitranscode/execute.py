@@ -8,7 +8,8 @@ should hold (larger where each task costs a round trip), and `close()`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -61,3 +62,21 @@ def make_executor(kind: str = "local", workers: int = 0, scheduler: str | None =
 
         return DaskExecutor(scheduler, workers)
     raise UsageError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+def run_ordered(
+    executor: Executor, fn: Callable[[Any], Any], args: Iterable[Any], window: int
+) -> Iterator[Any]:
+    """fn(arg) for every arg on the executor, yielded in order, with at most `window` tasks in
+    flight (back-pressure: memory stays bounded whatever the number of args)."""
+    pending: deque[Any] = deque()
+    try:
+        for arg in args:
+            pending.append(executor.submit(fn, arg))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()

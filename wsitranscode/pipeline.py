@@ -59,7 +59,7 @@ _READERS_LOCK = threading.Lock()
 _MAX_OPEN_READERS = 8
 
 
-def _reader(path: str) -> Any:
+def open_reader(path: str) -> Any:
     """An open FrameReader for path, shared by the threads of this process."""
     from wsitranscode.dicom.frames import FrameReader
 
@@ -84,7 +84,7 @@ def forget_reader(path: str) -> None:
 def process_batch(batch: FrameBatch) -> list[FrameOutcome]:
     """Recode and verify the frames of one batch; errors name the file and frame."""
     codec = get_codec(batch.codec)
-    reader = _reader(batch.path)
+    reader = open_reader(batch.path)
     if batch.target.compresses_source_bytes:
         return [_recompress(reader, codec, batch, i) for i in range(batch.start, batch.stop)]
     if hasattr(codec, "encode_batch"):

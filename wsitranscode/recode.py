@@ -19,7 +19,6 @@ import shutil
 import statistics
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
@@ -34,7 +33,7 @@ from wsitranscode.errors import (
     UsageError,
     WsiTranscodeError,
 )
-from wsitranscode.execute import default_workers, make_executor
+from wsitranscode.execute import default_workers, make_executor, run_ordered
 from wsitranscode.pipeline import FrameBatch, FrameOutcome, process_batch, psnr_from_mse
 
 RUN_RECORD_NAME = "wsitranscode-run.json"
@@ -321,19 +320,9 @@ class RunRecord:
 def ordered_results(
     executor: Any, batches: Iterator[FrameBatch], window: int
 ) -> Iterator[FrameOutcome]:
-    """Run batches on the executor, yielding frame outcomes in order, with at most `window`
-    batches in flight (back-pressure: memory stays bounded whatever the slide size)."""
-    pending: deque[Any] = deque()
-    try:
-        for batch in batches:
-            pending.append(executor.submit(process_batch, batch))
-            if len(pending) >= window:
-                yield from pending.popleft().result()
-        while pending:
-            yield from pending.popleft().result()
-    finally:
-        for future in pending:
-            future.cancel()
+    """Frame outcomes in order, with at most `window` batches in flight (bounded memory)."""
+    for outcomes in run_ordered(executor, process_batch, batches, window):
+        yield from outcomes
 
 
 def frame_batches(template: FrameBatch, count: int, size: int) -> Iterator[FrameBatch]:

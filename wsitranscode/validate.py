@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ import numpy as np
 
 from wsitranscode import __version__
 from wsitranscode.errors import UsageError, WsiTranscodeError
+from wsitranscode.execute import make_executor
 from wsitranscode.quality.metrics import MetricNotApplicable, ms_ssim, psnr, ssim, to_rgb8
 
 REPORT_VERSION = 1
@@ -77,6 +76,8 @@ class ValidateOptions:
     device: str | None = None
     run_dciodvfy: bool = True
     workers: int = 0
+    executor: str = "local"  # local threads | processes | dask (see execute.py)
+    scheduler: str | None = None  # Dask scheduler address
     output_dir: Path | None = None  # where tile images go (the report folder)
 
     def __post_init__(self) -> None:
@@ -210,16 +211,22 @@ def validate(original: Path, recoded: Path, options: ValidateOptions) -> Validat
     run_info = _run_record_instances(recoded)
     metrics = MetricSet(options)
     sources = _SourceIndex(source_scan.series)
-    for number, series in enumerate(recoded_scan.series):
-        result = SeriesValidation(
-            recoded_series_uid=series.uid,
-            recoded_folder=str(series.instances[0].path.parent) if series.instances else "",
-        )
-        report.series.append(result)
-        try:
-            _validate_series(series, sources, options, metrics, run_info, result, report, number)
-        except WsiTranscodeError as err:
-            result.errors.append(err.one_line())
+    executor = make_executor(options.executor, options.workers, options.scheduler)
+    try:
+        for number, series in enumerate(recoded_scan.series):
+            result = SeriesValidation(
+                recoded_series_uid=series.uid,
+                recoded_folder=str(series.instances[0].path.parent) if series.instances else "",
+            )
+            report.series.append(result)
+            try:
+                _validate_series(
+                    series, sources, options, metrics, run_info, result, report, number, executor
+                )
+            except WsiTranscodeError as err:
+                result.errors.append(err.one_line())
+    finally:
+        executor.close()
     report.errors += sources.unused_series_notes(report.series)
     return report
 
@@ -282,6 +289,7 @@ def _validate_series(
     result: SeriesValidation,
     report: ValidationReport,
     number: int,
+    executor: Any,
 ) -> None:
     from wsitranscode.dicom.syntaxes import is_lossy, name_of
 
@@ -330,7 +338,7 @@ def _validate_series(
         _check_derived_attributes(inst, header, source_inst, result)
         if options.run_dciodvfy:
             result.dciodvfy.append(run_dciodvfy(inst.path, inst.transfer_syntax_uid))
-        _compare_frames(inst, source_inst, options, result, collector)
+        _compare_frames(inst, source_inst, options, result, collector, executor)
     for check in result.dciodvfy:
         if check["errors"]:
             result.errors.append(
@@ -588,16 +596,21 @@ def _frame_map(positions: list[tuple[int, int]]) -> dict[tuple[int, int, int], i
     return mapping
 
 
+COMPARE_BATCH_FRAMES = 16
+
+
 def _compare_frames(
     inst: Any,
     source: Any,
     options: ValidateOptions,
     result: SeriesValidation,
     collector: _TileCollector,
+    executor: Any,
 ) -> None:
     from wsitranscode.dicom.decode import PixelInfo
     from wsitranscode.dicom.frames import FrameReader
     from wsitranscode.dicom.syntaxes import JPEG_XL_JPEG_RECOMPRESSION
+    from wsitranscode.execute import run_ordered
 
     with FrameReader(inst.path) as rec_reader, FrameReader(source.path) as src_reader:
         rec_map = _frame_map(rec_reader.tile_positions())
@@ -605,55 +618,88 @@ def _compare_frames(
         _report_unmatched_frames(inst, rec_map, src_map, result)
         shared = [key for key in src_map if key in rec_map]
         byte_exact = inst.transfer_syntax_uid == JPEG_XL_JPEG_RECOMPRESSION
-        comparer = _FrameComparer(
-            rec_reader,
-            src_reader,
-            PixelInfo.from_dataset(rec_reader.header),
-            PixelInfo.from_dataset(src_reader.header),
-            inst,
-            byte_exact,
-        )
-        workers = options.workers or os.cpu_count() or 1
-        level = collector.level_of.get((source.total_columns, source.total_rows), -1)
         keep_pixels = options.all_frames and result.lossless is False
-        heat_cells = []
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            jobs = [(rec_map[k], src_map[k], k) for k in shared]
-            for outcome in pool.map(comparer, jobs):
-                result.decode_seconds += outcome.decode_seconds
-                if outcome.error:
-                    result.errors.append(outcome.error)
-                    continue
-                result.frames_compared += 1
-                _record_exactness(result, outcome, byte_exact, inst)
-                if byte_exact or outcome.original is None:
-                    continue
-                value = outcome.psnr
-                if result.lossless is False and value < options.min_psnr:
-                    result.errors.append(
-                        f"{inst.path}, frame {outcome.frame}: PSNR {value:.1f} dB is below "
-                        f"{options.min_psnr} dB: the frame is damaged or decodes wrongly"
-                    )
-                if inst.flavor != "VOLUME":
-                    continue
-                tile = TileResult(
-                    result.recoded_series_uid, "frame", level, str(inst.path), outcome.frame,
-                    outcome.x, outcome.y, outcome.original.shape[1], outcome.original.shape[0],
-                )  # fmt: skip
-                tile.values["psnr"] = _finite_or_none(value)
-                if level == 0:
-                    heat_cells.append([outcome.x, outcome.y, _capped(value)])
-                collector.add(tile, (outcome.original, outcome.recoded) if keep_pixels else None)
-        if level == 0 and heat_cells:
-            collector.heat = {
-                "width": inst.total_columns,
-                "height": inst.total_rows,
-                "tile_width": inst.columns,
-                "tile_height": inst.rows,
-                "cells": heat_cells,
-            }
-            result.heatmap = collector.heat
+        template = CompareBatch(
+            rec_path=str(inst.path),
+            src_path=str(source.path),
+            rec_info=PixelInfo.from_dataset(rec_reader.header),
+            src_info=PixelInfo.from_dataset(src_reader.header),
+            total_columns=inst.total_columns,
+            total_rows=inst.total_rows,
+            byte_exact=byte_exact,
+            keep_pixels=keep_pixels,
+            jobs=(),
+        )
+    jobs = [(rec_map[k], src_map[k], k) for k in shared]
+    batches = (
+        replace(template, jobs=tuple(jobs[i : i + COMPARE_BATCH_FRAMES]))
+        for i in range(0, len(jobs), COMPARE_BATCH_FRAMES)
+    )
+    level = collector.level_of.get((source.total_columns, source.total_rows), -1)
+    heat_cells = []
+    for outcomes in run_ordered(executor, compare_batch, batches, 2 * executor.workers):
+        for outcome in outcomes:
+            result.decode_seconds += outcome.decode_seconds
+            if outcome.error:
+                result.errors.append(outcome.error)
+                continue
+            result.frames_compared += 1
+            _record_exactness(result, outcome, byte_exact, inst)
+            if byte_exact:
+                continue
+            value = outcome.psnr
+            if result.lossless is False and value < options.min_psnr:
+                result.errors.append(
+                    f"{inst.path}, frame {outcome.frame}: PSNR {value:.1f} dB is below "
+                    f"{options.min_psnr} dB: the frame is damaged or decodes wrongly"
+                )
+            if inst.flavor != "VOLUME":
+                continue
+            tile = TileResult(
+                result.recoded_series_uid, "frame", level, str(inst.path), outcome.frame,
+                outcome.x, outcome.y, outcome.width, outcome.height,
+            )  # fmt: skip
+            tile.values["psnr"] = _finite_or_none(value)
+            if level == 0:
+                heat_cells.append([outcome.x, outcome.y, _capped(value)])
+            pixels = (outcome.original, outcome.recoded) if keep_pixels else None
+            collector.add(tile, pixels)
+    if level == 0 and heat_cells:
+        collector.heat = {
+            "width": inst.total_columns,
+            "height": inst.total_rows,
+            "tile_width": inst.columns,
+            "tile_height": inst.rows,
+            "cells": heat_cells,
+        }
+        result.heatmap = collector.heat
     result.decode_seconds = round(result.decode_seconds, 4)
+
+
+@dataclass(frozen=True)
+class CompareBatch:
+    """Frames of one recoded file and their sources, by value: runs on any executor."""
+
+    rec_path: str
+    src_path: str
+    rec_info: Any  # decode.PixelInfo
+    src_info: Any
+    total_columns: int
+    total_rows: int
+    byte_exact: bool
+    keep_pixels: bool  # ship decoded pixels back (for --all metrics); else only the numbers
+    jobs: tuple[tuple[int, int, tuple[int, int, int]], ...]
+
+    @property
+    def path(self) -> str:  # named in executor errors
+        return self.rec_path
+
+
+def compare_batch(batch: CompareBatch) -> list[_FrameOutcome]:
+    from wsitranscode.pipeline import open_reader
+
+    comparer = _FrameComparer(open_reader(batch.rec_path), open_reader(batch.src_path), batch)
+    return [comparer(job) for job in batch.jobs]
 
 
 def _record_exactness(result: SeriesValidation, outcome: Any, byte_exact: bool, inst: Any):
@@ -701,18 +747,21 @@ class _FrameOutcome:
     exact: bool = False
     original: np.ndarray | None = None
     recoded: np.ndarray | None = None
+    width: int = 0
+    height: int = 0
     decode_seconds: float = 0.0
     error: str | None = None
 
 
 class _FrameComparer:
-    def __init__(self, rec_reader, src_reader, rec_info, src_info, inst, byte_exact: bool):
+    def __init__(self, rec_reader: Any, src_reader: Any, batch: CompareBatch):
         self.rec_reader = rec_reader
         self.src_reader = src_reader
-        self.rec_info = rec_info
-        self.src_info = src_info
-        self.inst = inst
-        self.byte_exact = byte_exact
+        self.rec_info = batch.rec_info
+        self.src_info = batch.src_info
+        self.batch = batch
+        self.path = batch.rec_path
+        self.byte_exact = batch.byte_exact
 
     def __call__(self, job: tuple[int, int, tuple[int, int, int]]) -> _FrameOutcome:
         from wsitranscode.dicom.decode import decode_frame
@@ -733,16 +782,16 @@ class _FrameComparer:
             outcome.decode_seconds = time.perf_counter() - t0
             original = decode_frame(src_bytes, self.src_info)
         except WsiTranscodeError as err:
-            outcome.error = f"{self.inst.path}, frame {rec_index}: {err.message}"
+            outcome.error = f"{self.path}, frame {rec_index}: {err.message}"
             return outcome
         except Exception as err:  # codec libraries raise their own classes
-            outcome.error = f"{self.inst.path}, frame {rec_index}: {type(err).__name__}: {err}"
+            outcome.error = f"{self.path}, frame {rec_index}: {type(err).__name__}: {err}"
             return outcome
-        height = min(original.shape[0], self.inst.total_rows - y)
-        width = min(original.shape[1], self.inst.total_columns - x)
+        height = min(original.shape[0], self.batch.total_rows - y)
+        width = min(original.shape[1], self.batch.total_columns - x)
         if recoded.shape != original.shape:
             outcome.error = (
-                f"{self.inst.path}, frame {rec_index}: decoded shape {recoded.shape} differs "
+                f"{self.path}, frame {rec_index}: decoded shape {recoded.shape} differs "
                 f"from the source's {original.shape}"
             )
             return outcome
@@ -750,7 +799,9 @@ class _FrameComparer:
         recoded = recoded[:height, :width]
         outcome.exact = bool(np.array_equal(original, recoded))
         outcome.psnr = math.inf if outcome.exact else psnr(to_rgb8(original), to_rgb8(recoded))
-        outcome.original, outcome.recoded = to_rgb8(original), to_rgb8(recoded)
+        outcome.height, outcome.width = original.shape[:2]
+        if self.batch.keep_pixels:
+            outcome.original, outcome.recoded = to_rgb8(original), to_rgb8(recoded)
         return outcome
 
 

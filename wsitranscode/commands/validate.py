@@ -54,7 +54,14 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         "--device", default=None, help="torch device (default: cuda if present, else cpu)"
     )
     p.add_argument("--no-dciodvfy", action="store_true", help="skip the dciodvfy check")
-    p.add_argument("--workers", type=int, default=0, help="decode threads (default: all cores)")
+    p.add_argument("--workers", type=int, default=0, help="decode workers (default: all cores)")
+    p.add_argument(
+        "--executor",
+        choices=("local", "processes", "dask"),
+        default="local",
+        help="where frame comparisons run: local threads (default), processes, or Dask",
+    )
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler address")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
 
 
@@ -90,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         run_dciodvfy=not args.no_dciodvfy,
         workers=args.workers,
+        executor=args.executor,
+        scheduler=args.scheduler,
         output_dir=output,
     )
     report = validate(args.original, args.recoded, options)
