@@ -259,3 +259,24 @@ def test_validate_on_dask_equals_the_local_validation(slide, cluster, tmp_path):
     local = run("local")
     assert local and local[0][0] > 0 and not local[0][1]
     assert run("dask", cluster.scheduler_address) == local
+
+
+def test_bench_points_coded_on_dask_equal_the_local_ones(cluster, tmp_path):
+    from wsitranscode.bench import BenchOptions, run_bench
+    from wsitranscode.synth import build_wsi, synthetic_tissue
+
+    folder = tmp_path / "slide"
+    build_wsi(synthetic_tissue(512, 512, seed=3), folder, levels=1, label=False, seed=41)
+
+    def run(executor: str, scheduler: str | None = None) -> list:
+        options = BenchOptions(
+            codecs=("jpeg", "webp"), qualities=(50, 90), tiles=3, tile_size=128,
+            metrics=("psnr",), timing="single", executor=executor, scheduler=scheduler,
+        )  # fmt: skip
+        result = run_bench([folder], options)
+        assert not result.notes or all("BD-rate" not in n for n in result.notes)
+        return [(p["codec"], p["quality"], p["bpp"], p["metrics"]) for p in result.points]
+
+    local = run("local")
+    assert len(local) == 4
+    assert run("dask", cluster.scheduler_address) == local

@@ -91,6 +91,8 @@ class BenchOptions:
     feature_weights: Path | None = None
     allow_download: bool = True
     device: str | None = None
+    executor: str = "local"  # where the codec points are coded: local, processes or dask
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
         if not self.codecs:
@@ -523,14 +525,23 @@ def run_bench(
     report(f"reference {REFERENCE_CODEC} q{REFERENCE_QUALITY}", 0, total)
     reference = _reference_point(originals, options, runner)
     points: list[dict[str, Any]] = []
-    for codec in codecs.usable:
-        for quality in options.qualities:
-            report(f"{codec.name} q{quality}", len(points) + 1, total)
-            settings = _settings(options, quality)
-            try:
-                points.append(_point(codec, settings, codec_inputs, originals, options, runner))
-            except WsiTranscodeError as err:
-                notes.append(f"{codec.name} q{quality}: {err.one_line()}")
+    executor = _remote_executor(options)
+    try:
+        remote = _submit_points(executor, codecs.usable, codec_inputs, options)
+        for codec in codecs.usable:
+            for quality in options.qualities:
+                report(f"{codec.name} q{quality}", len(points) + 1, total)
+                settings = _settings(options, quality)
+                try:
+                    coded = remote[codec.name, quality].result() if remote else None
+                    points.append(
+                        _point(codec, settings, codec_inputs, originals, options, runner, coded)
+                    )
+                except WsiTranscodeError as err:
+                    notes.append(f"{codec.name} q{quality}: {err.one_line()}")
+    finally:
+        if executor is not None:
+            executor.close()
     report("done", total, total)
     result = BenchResult(
         options=_options_json(inputs, options),
@@ -613,8 +624,10 @@ def _point(
     originals: list[np.ndarray],
     options: BenchOptions,
     runner: MetricRunner,
+    coded: Coded | None = None,
 ) -> dict[str, Any]:
-    coded = code_tiles(codec, settings, inputs, options.timing, options.worker_count)
+    if coded is None:
+        coded = code_tiles(codec, settings, inputs, options.timing, options.worker_count)
     bpp, bpp_std = _bpp(coded.encoded, inputs)
     return {
         "track": options.track,
@@ -626,6 +639,48 @@ def _point(
         "bpp_std": bpp_std,
         "metrics": runner.measure(originals, coded.decoded, f"{codec.name} q{settings.quality}"),
         "timing": _timing(coded, inputs, options.worker_count),
+    }
+
+
+@dataclass(frozen=True)
+class CodeTask:
+    """One codec point, by value, for an executor: the codec is looked up where it runs."""
+
+    codec: str
+    settings: EncodeSettings
+    tiles: tuple[np.ndarray, ...]
+    timing: str
+    workers: int
+
+
+def code_task(task: CodeTask) -> Coded:
+    return code_tiles(get_codec(task.codec), task.settings, task.tiles, task.timing, task.workers)
+
+
+def _remote_executor(options: BenchOptions) -> Any:
+    """With --executor processes|dask every (codec, quality) point is coded and timed on a
+    worker (its timings are that worker's); the metrics are computed here."""
+    if options.executor == "local":
+        return None
+    from wsitranscode.execute import make_executor
+
+    return make_executor(options.executor, options.workers, options.scheduler)
+
+
+def _submit_points(
+    executor: Any, codecs: Sequence[Codec], inputs: list[np.ndarray], options: BenchOptions
+) -> dict[tuple[str, int], Any]:
+    if executor is None:
+        return {}
+    tiles = tuple(inputs)
+    threads = max(1, options.worker_count // max(1, executor.workers))
+    return {
+        (codec.name, quality): executor.submit(
+            code_task,
+            CodeTask(codec.name, _settings(options, quality), tiles, options.timing, threads),
+        )
+        for codec in codecs
+        for quality in options.qualities
     }
 
 

@@ -53,6 +53,13 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         "--workers", type=int, default=0, help="threads of the all-cores timing (default: all)"
     )
     p.add_argument(
+        "--executor",
+        choices=("local", "processes", "dask"),
+        default="local",
+        help="where codec points are coded and timed (default: here); metrics run here",
+    )
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler address")
+    p.add_argument(
         "--timing",
         choices=("both", "single", "parallel"),
         default="both",
@@ -99,6 +106,8 @@ def options_from_args(args: argparse.Namespace) -> Any:
         precompress=args.precompress,
         metrics=metrics,
         workers=args.workers,
+        executor=args.executor,
+        scheduler=args.scheduler,
         timing=args.timing,
         bd_method=args.bd_method,
         effort=args.effort,
