@@ -32,3 +32,17 @@ def print_json(payload: Any) -> None:
     """Machine-readable output on stdout: one JSON document, nothing else."""
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def add_executor_arguments(parser: Any, what: str) -> Any:
+    """--executor and --scheduler, the same for every command that can run on a cluster."""
+    group = parser.add_argument_group("where the work runs")
+    group.add_argument(
+        "--executor", choices=("local", "processes", "dask"), default="local",
+        help=f"where {what} run: local threads (default), local processes, or a Dask cluster",
+    )  # fmt: skip
+    group.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help="Dask scheduler address (tcp://host:8786); default: a local cluster",
+    )  # fmt: skip
+    return group

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from wsitranscode.commands import console_err, console_out, print_json
+from wsitranscode.commands import add_executor_arguments, console_err, console_out, print_json
 
 METRICS = ("psnr", "ssim", "ms-ssim", "lpips", "feature")
 
@@ -52,13 +52,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     p.add_argument(
         "--workers", type=int, default=0, help="threads of the all-cores timing (default: all)"
     )
-    p.add_argument(
-        "--executor",
-        choices=("local", "processes", "dask"),
-        default="local",
-        help="where codec points are coded and timed (default: here); metrics run here",
-    )
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler address")
+    add_executor_arguments(p, "codec points are coded and timed (the metrics run here)")
     p.add_argument(
         "--timing",
         choices=("both", "single", "parallel"),

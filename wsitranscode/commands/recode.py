@@ -18,8 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from wsitranscode.commands import console_err, console_out, print_json
-from wsitranscode.execute import EXECUTORS
+from wsitranscode.commands import add_executor_arguments, console_err, console_out, print_json
 
 QUALITY_HELP = (
     "quality 0-100, higher is better (default 85); the same q gives about the fidelity libjpeg "
@@ -79,19 +78,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     p.add_argument(
         "--follow-symlinks", action="store_true", help="follow symbolic links inside the input"
     )
-    run_on = p.add_argument_group("where the work runs")
-    run_on.add_argument(
-        "--executor",
-        choices=EXECUTORS,
-        default="local",
-        help="local threads (default), local processes, or a Dask cluster",
-    )
-    run_on.add_argument(
-        "--scheduler",
-        default=None,
-        metavar="ADDRESS",
-        help="Dask scheduler address (tcp://host:8786); default: a local cluster",
-    )
+    run_on = add_executor_arguments(p, "frame batches")
     run_on.add_argument(
         "--batch-frames",
         type=int,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from wsitranscode.commands import console_err, console_out, print_json
+from wsitranscode.commands import add_executor_arguments, console_err, console_out, print_json
 
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
@@ -55,13 +55,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     )
     p.add_argument("--no-dciodvfy", action="store_true", help="skip the dciodvfy check")
     p.add_argument("--workers", type=int, default=0, help="decode workers (default: all cores)")
-    p.add_argument(
-        "--executor",
-        choices=("local", "processes", "dask"),
-        default="local",
-        help="where frame comparisons run: local threads (default), processes, or Dask",
-    )
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler address")
+    add_executor_arguments(p, "frame comparisons")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
 
 
