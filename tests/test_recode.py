@@ -218,3 +218,18 @@ def test_help_does_not_import_heavy_modules():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "usage: wsitranscode recode" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_ls_and_classic_recode_do_not_import_heavy_modules(native_slide, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from wsitranscode.cli import main\n"
+        f"main(['ls', {str(native_slide)!r}])\n"
+        f"main(['recode', {str(native_slide)!r}, '-o', {str(tmp_path / 'o')!r}, '--codec', 'jxl'])\n"
+        "heavy = ('torch', 'compressai', 'idc_index', 'pandas', 'lpips', 'matplotlib')\n"
+        "print('HEAVY=' + ','.join(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY="
