@@ -227,7 +227,8 @@ def test_ls_and_classic_recode_do_not_import_heavy_modules(native_slide, tmp_pat
     code = (
         "import sys; from wsitranscode.cli import main\n"
         f"main(['ls', {str(native_slide)!r}])\n"
-        f"main(['recode', {str(native_slide)!r}, '-o', {str(tmp_path / 'o')!r}, '--codec', 'jxl'])\n"
+        f"main(['recode', {str(native_slide)!r}, '-o', {str(tmp_path / 'o')!r},"
+        " '--codec', 'jxl'])\n"
         "heavy = ('torch', 'compressai', 'idc_index', 'pandas', 'lpips', 'matplotlib')\n"
         "print('HEAVY=' + ','.join(m for m in heavy if m in sys.modules))"
     )
