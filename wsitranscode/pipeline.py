@@ -74,13 +74,6 @@ def open_reader(path: str) -> Any:
         return reader
 
 
-def forget_reader(path: str) -> None:
-    with _READERS_LOCK:
-        reader = _READERS.pop(path, None)
-    if reader is not None:
-        reader.close()
-
-
 def process_batch(batch: FrameBatch) -> list[FrameOutcome]:
     """Recode and verify the frames of one batch; errors name the file and frame."""
     codec = get_codec(batch.codec)
