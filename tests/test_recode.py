@@ -234,3 +234,35 @@ def test_ls_and_classic_recode_do_not_import_heavy_modules(native_slide, tmp_pat
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_an_input_replaced_between_runs_in_one_process_is_read_afresh(wsi_factory, tmp_path):
+    import os
+    import shutil
+
+    from wsitranscode.dicom.decode import PixelInfo, decode_frame
+    from wsitranscode.dicom.frames import FrameReader
+
+    def level0(seed: int) -> Path:
+        from wsitranscode.synth import synthetic_tissue
+
+        slide = wsi_factory(f"replaced-{seed}", image=synthetic_tissue(300, 400, seed=seed),
+                            transfer_syntax=EXPLICIT, levels=1, label=False, thumbnail=False,
+                            seed=seed)  # fmt: skip
+        return next(slide.rglob("*.dcm"))
+
+    def first_frame(path: Path) -> np.ndarray:
+        with FrameReader(path) as reader:
+            return decode_frame(reader.read_frame(0), PixelInfo.from_dataset(reader.header))
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    target = folder / "slide.dcm"
+    options = RecodeOptions(codec="jxl", settings=EncodeSettings(lossless=True))
+    shutil.copy(level0(1), target)
+    recode(folder, tmp_path / "one", options)
+    os.replace(shutil.copy(level0(2), tmp_path / "other.dcm"), target)  # a new file, same path
+    recode(folder, tmp_path / "two", options)
+    (second,) = published_outputs(tmp_path / "two")
+    assert not np.array_equal(first_frame(level0(1)), first_frame(target))
+    np.testing.assert_array_equal(first_frame(second), first_frame(target))

@@ -8,6 +8,7 @@ process, or on a Dask worker that sees the same storage. Readers are cached per 
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -54,23 +55,28 @@ def psnr_from_mse(mse: float, peak: float) -> float:
     return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
 
 
-_READERS: OrderedDict[str, Any] = OrderedDict()
+_READERS: OrderedDict[tuple, Any] = OrderedDict()
 _READERS_LOCK = threading.Lock()
-_MAX_OPEN_READERS = 8
+# Comfortably above the files in use at once (one per series in flight, two per validated
+# instance), so an evicted reader is never one a thread is still reading from.
+_MAX_OPEN_READERS = 32
 
 
 def open_reader(path: str) -> Any:
-    """An open FrameReader for path, shared by the threads of this process."""
+    """An open FrameReader for path, shared by the threads of this process. Keyed by the file's
+    identity too, so a file replaced or rewritten since (a repaired input) is opened afresh."""
     from wsitranscode.dicom.frames import FrameReader
 
+    stat = os.stat(path)
+    key = (path, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     with _READERS_LOCK:
-        reader = _READERS.get(path)
+        reader = _READERS.get(key)
         if reader is None:
             reader = FrameReader(path)
-            _READERS[path] = reader
+            _READERS[key] = reader
             while len(_READERS) > _MAX_OPEN_READERS:
                 _READERS.popitem(last=False)[1].close()
-        _READERS.move_to_end(path)
+        _READERS.move_to_end(key)
         return reader
 
 
