@@ -34,7 +34,13 @@ from wsitranscode.errors import (
     WsiTranscodeError,
 )
 from wsitranscode.execute import default_workers, make_executor, run_ordered
-from wsitranscode.pipeline import FrameBatch, FrameOutcome, process_batch, psnr_from_mse
+from wsitranscode.pipeline import (
+    FrameBatch,
+    FrameOutcome,
+    open_reader,
+    process_batch,
+    psnr_from_mse,
+)
 
 RUN_RECORD_NAME = "wsitranscode-run.json"
 RUN_RECORD_VERSION = 1
@@ -375,7 +381,6 @@ def recode_instance(
 ) -> InstanceResult:
     from wsitranscode.dicom.decode import PixelInfo
     from wsitranscode.dicom.derive import derive_header
-    from wsitranscode.dicom.frames import FrameReader
     from wsitranscode.dicom.writer import EncapsulatedWriter
 
     inst = plan.instance
@@ -388,69 +393,68 @@ def recode_instance(
     )
     started = time.perf_counter()
     out_path = staging_dir / plan.output_name
-    with FrameReader(inst.path) as reader:
-        info = PixelInfo.from_dataset(reader.header)
-        target = _target_for(codec, settings, info)
-        if options.bpp_per_tile:
-            target = replace(
-                target,
-                description=f"{codec.name}, quality chosen per tile for {options.target_bpp} bpp",
-            )
-        _check_codec_accepts(codec, target, info, inst.path)
-        header, repairs = derive_header(
-            reader.header,
+    # the workers' cached reader: the header is parsed once per file, not once more here
+    reader = open_reader(str(inst.path))
+    info = PixelInfo.from_dataset(reader.header)
+    target = _target_for(codec, settings, info)
+    if options.bpp_per_tile:
+        target = replace(
             target,
-            plan.uids,
-            source_path=inst.path,
-            now=created,
-            software_version=__version__,
-            keep_ancestors=options.export,
+            description=f"{codec.name}, quality chosen per tile for {options.target_bpp} bpp",
         )
-        result.repairs = repairs
-        target_info = PixelInfo.from_dataset(header)
-        peak = float(2**info.bits_stored - 1)
-        template = FrameBatch(
-            path=str(inst.path),
-            start=0,
-            stop=0,
-            codec=codec.name,
-            settings=settings,
-            target=target,
-            source_info=info,
-            target_info=target_info,
-            min_psnr=options.min_psnr,
-            peak=peak,
-            target_bpp=options.target_bpp if options.bpp_per_tile else None,
-        )
-        batch_size = options.batch_frames or executor.batch_frames
-        batches = frame_batches(template, reader.number_of_frames, batch_size)
-        window = 2 * executor.workers
-        sq_error = 0.0
-        worst = (-1.0, None)
-        all_exact = True
-        qualities: list[int] = []
-        with EncapsulatedWriter(out_path, header, reader.number_of_frames) as writer:
-            for outcome in ordered_results(executor, batches, window):
-                writer.write_frame(outcome.data)
-                result.pixel_bytes_in += outcome.source_bytes
-                result.pixel_bytes_out += len(outcome.data)
-                result.decode_seconds += outcome.decode_s
-                result.encode_seconds += outcome.encode_s
-                result.verify_seconds += outcome.verify_s
-                sq_error += outcome.mse
-                all_exact = all_exact and outcome.exact
-                if outcome.mse > worst[0]:
-                    worst = (outcome.mse, outcome.index)
-                if outcome.quality is not None:
-                    qualities.append(outcome.quality)
-                progress.advance(inst.series_uid, 1)
-            frame_bytes = (
-                info.rows * info.columns * info.samples_per_pixel * info.bits_allocated // 8
-            )
-            result.uncompressed_bytes = frame_bytes * reader.number_of_frames
-            result.pixels = info.rows * info.columns * reader.number_of_frames
-            ratio = result.uncompressed_bytes / max(result.pixel_bytes_out, 1)
-            writer.commit(ratio)
+    _check_codec_accepts(codec, target, info, inst.path)
+    header, repairs = derive_header(
+        reader.header,
+        target,
+        plan.uids,
+        source_path=inst.path,
+        now=created,
+        software_version=__version__,
+        keep_ancestors=options.export,
+    )
+    result.repairs = repairs
+    target_info = PixelInfo.from_dataset(header)
+    peak = float(2**info.bits_stored - 1)
+    template = FrameBatch(
+        path=str(inst.path),
+        start=0,
+        stop=0,
+        codec=codec.name,
+        settings=settings,
+        target=target,
+        source_info=info,
+        target_info=target_info,
+        min_psnr=options.min_psnr,
+        peak=peak,
+        target_bpp=options.target_bpp if options.bpp_per_tile else None,
+    )
+    batch_size = options.batch_frames or executor.batch_frames
+    batches = frame_batches(template, reader.number_of_frames, batch_size)
+    window = 2 * executor.workers
+    sq_error = 0.0
+    worst = (-1.0, None)
+    all_exact = True
+    qualities: list[int] = []
+    with EncapsulatedWriter(out_path, header, reader.number_of_frames) as writer:
+        for outcome in ordered_results(executor, batches, window):
+            writer.write_frame(outcome.data)
+            result.pixel_bytes_in += outcome.source_bytes
+            result.pixel_bytes_out += len(outcome.data)
+            result.decode_seconds += outcome.decode_s
+            result.encode_seconds += outcome.encode_s
+            result.verify_seconds += outcome.verify_s
+            sq_error += outcome.mse
+            all_exact = all_exact and outcome.exact
+            if outcome.mse > worst[0]:
+                worst = (outcome.mse, outcome.index)
+            if outcome.quality is not None:
+                qualities.append(outcome.quality)
+            progress.advance(inst.series_uid, 1)
+        frame_bytes = info.rows * info.columns * info.samples_per_pixel * info.bits_allocated // 8
+        result.uncompressed_bytes = frame_bytes * reader.number_of_frames
+        result.pixels = info.rows * info.columns * reader.number_of_frames
+        ratio = result.uncompressed_bytes / max(result.pixel_bytes_out, 1)
+        writer.commit(ratio)
     result.compression_ratio = round(ratio, 4)
     if qualities:
         result.tile_quality = {

@@ -608,28 +608,29 @@ def _compare_frames(
     executor: Any,
 ) -> None:
     from wsitranscode.dicom.decode import PixelInfo
-    from wsitranscode.dicom.frames import FrameReader
     from wsitranscode.dicom.syntaxes import JPEG_XL_JPEG_RECOMPRESSION
     from wsitranscode.execute import run_ordered
+    from wsitranscode.pipeline import open_reader
 
-    with FrameReader(inst.path) as rec_reader, FrameReader(source.path) as src_reader:
-        rec_map = _frame_map(rec_reader.tile_positions())
-        src_map = _frame_map(src_reader.tile_positions())
-        _report_unmatched_frames(inst, rec_map, src_map, result)
-        shared = [key for key in src_map if key in rec_map]
-        byte_exact = inst.transfer_syntax_uid == JPEG_XL_JPEG_RECOMPRESSION
-        keep_pixels = options.all_frames and result.lossless is False
-        template = CompareBatch(
-            rec_path=str(inst.path),
-            src_path=str(source.path),
-            rec_info=PixelInfo.from_dataset(rec_reader.header),
-            src_info=PixelInfo.from_dataset(src_reader.header),
-            total_columns=inst.total_columns,
-            total_rows=inst.total_rows,
-            byte_exact=byte_exact,
-            keep_pixels=keep_pixels,
-            jobs=(),
-        )
+    # the cached readers compare_batch uses here: each header is parsed once
+    rec_reader, src_reader = open_reader(str(inst.path)), open_reader(str(source.path))
+    rec_map = _frame_map(rec_reader.tile_positions())
+    src_map = _frame_map(src_reader.tile_positions())
+    _report_unmatched_frames(inst, rec_map, src_map, result)
+    shared = [key for key in src_map if key in rec_map]
+    byte_exact = inst.transfer_syntax_uid == JPEG_XL_JPEG_RECOMPRESSION
+    keep_pixels = options.all_frames and result.lossless is False
+    template = CompareBatch(
+        rec_path=str(inst.path),
+        src_path=str(source.path),
+        rec_info=PixelInfo.from_dataset(rec_reader.header),
+        src_info=PixelInfo.from_dataset(src_reader.header),
+        total_columns=inst.total_columns,
+        total_rows=inst.total_rows,
+        byte_exact=byte_exact,
+        keep_pixels=keep_pixels,
+        jobs=(),
+    )
     jobs = [(rec_map[k], src_map[k], k) for k in shared]
     batches = (
         replace(template, jobs=tuple(jobs[i : i + COMPARE_BATCH_FRAMES]))

@@ -46,3 +46,15 @@ def add_executor_arguments(parser: Any, what: str) -> Any:
         help="Dask scheduler address (tcp://host:8786); default: a local cluster",
     )  # fmt: skip
     return group
+
+
+def codec_extra(args: Any) -> tuple[tuple[str, str], ...]:
+    """Neural codec options from --weights/--model/--device/--batch-size, as the codecs read
+    them from EncodeSettings.extra (recode and bench)."""
+    pairs = {
+        "weights": args.weights and str(args.weights.resolve()),
+        "model": args.model and str(args.model.resolve()),
+        "device": args.device if args.device in ("auto", "cpu", "cuda") else None,
+        "batch_size": args.batch_size and str(args.batch_size),
+    }
+    return tuple((k, v) for k, v in pairs.items() if v)

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from wsitranscode.commands import add_executor_arguments, console_err, console_out, print_json
+from wsitranscode.commands import (
+    add_executor_arguments,
+    codec_extra,
+    console_err,
+    console_out,
+    print_json,
+)
 
 METRICS = ("psnr", "ssim", "ms-ssim", "lpips", "feature")
 
@@ -105,23 +111,12 @@ def options_from_args(args: argparse.Namespace) -> Any:
         timing=args.timing,
         bd_method=args.bd_method,
         effort=args.effort,
-        codec_extra=_codec_extra(args),
+        codec_extra=codec_extra(args),
         lpips_weights=args.lpips_weights,
         feature_weights=args.feature_weights,
         allow_download=not args.no_download,
         device=args.device,
     )
-
-
-def _codec_extra(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    """Neural codec options, as `recode` passes them (EncodeSettings.extra)."""
-    pairs = {
-        "weights": args.weights and str(args.weights.resolve()),
-        "model": args.model and str(args.model.resolve()),
-        "device": args.device if args.device in ("auto", "cpu", "cuda") else None,
-        "batch_size": args.batch_size and str(args.batch_size),
-    }
-    return tuple((k, v) for k, v in pairs.items() if v)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from wsitranscode.commands import add_executor_arguments, console_err, console_out, print_json
+from wsitranscode.commands import (
+    add_executor_arguments,
+    codec_extra,
+    console_err,
+    console_out,
+    print_json,
+)
 
 QUALITY_HELP = (
     "quality 0-100, higher is better (default 85); the same q gives about the fidelity libjpeg "
@@ -92,17 +98,6 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     neural.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     neural.add_argument("--batch-size", type=int, default=None, help="tiles per network batch")
     p.add_argument("--json", action="store_true", help="print the run result as JSON on stdout")
-
-
-def codec_extra(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    """Codec-specific options, passed to the codec through EncodeSettings.extra."""
-    pairs = {
-        "weights": args.weights and str(args.weights.resolve()),
-        "model": args.model and str(args.model.resolve()),
-        "device": args.device,
-        "batch_size": args.batch_size and str(args.batch_size),
-    }
-    return tuple((k, v) for k, v in pairs.items() if v)
 
 
 def _quality(text: str) -> int:
