@@ -18,6 +18,11 @@ def published_outputs(out: Path) -> list[Path]:
     return sorted(p for p in out.rglob("*.dcm") if not p.parent.name.startswith("."))
 
 
+def published_bytes(out: Path) -> dict[str, bytes]:
+    """Published output files by path relative to OUT -> their bytes."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in published_outputs(out)}
+
+
 def outputs_by_source(out: Path) -> dict[str, Path]:
     """Each output file keyed by the SOP Instance UID of the source it references."""
     import pydicom

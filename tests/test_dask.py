@@ -8,13 +8,12 @@ import os
 import shutil
 import signal
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed")
 
-from tests.dicom_checks import wipe_frame_body  # noqa: E402
+from tests.dicom_checks import published_bytes, wipe_frame_body  # noqa: E402
 from wsitranscode.cli import main  # noqa: E402
 from wsitranscode.codecs.base import EncodeSettings  # noqa: E402
 from wsitranscode.errors import UsageError  # noqa: E402
@@ -23,10 +22,6 @@ from wsitranscode.recode import RUN_RECORD_NAME, RecodeOptions, recode  # noqa: 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 EXPLICIT = "1.2.840.10008.1.2.1"
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _outputs(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.dcm"))}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +49,7 @@ def local_output(slide, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "out"
     result = recode(slide, out, _options("local"))
     assert result.exit_code() == 0
-    return _outputs(out)
+    return published_bytes(out)
 
 
 def _options(executor: str, scheduler: str | None = None, **kwargs) -> RecodeOptions:
@@ -78,7 +73,7 @@ def test_cli_dask_with_its_own_local_cluster_equals_local_run(
     argv = ["recode", str(slide), "-o", str(out), "--codec", "jxl", "--effort", "3", "--q", "85"]
     code = main([*argv, "--executor", "dask", "--workers", "2", "--batch-frames", "5"])
     assert code == 0
-    assert _outputs(out) == local_output
+    assert published_bytes(out) == local_output
     assert len(local_output) == 4
 
 
@@ -90,7 +85,7 @@ def test_scheduler_address_any_batch_size_equals_local_run(
     options = _options("dask", cluster.scheduler_address, batch_frames=batch_frames)
     result = recode(slide, out, options)
     assert result.exit_code() == 0
-    assert _outputs(out) == local_output
+    assert published_bytes(out) == local_output
 
 
 class KillOneWorkerAfter:
@@ -136,7 +131,7 @@ def test_worker_killed_mid_run_is_survived(slide, local_output, cluster, tmp_pat
         assert killer.killed_pid not in client.run(os.getpid).values()
     assert result.exit_code() == 0, [s.error for s in result.series]
     assert local.exit_code() == 0
-    assert _outputs(out) == _outputs(tmp_path / "local-e7")
+    assert published_bytes(out) == published_bytes(tmp_path / "local-e7")
     record = json.loads((out / RUN_RECORD_NAME).read_text())
     statuses = {i["status"] for s in record["series"] for i in s["instances"]}
     assert statuses == {"ok"}
@@ -232,8 +227,8 @@ def test_many_small_slides_run_side_by_side_with_the_same_bytes(small_slides, cl
     together = recode(small_slides, tmp_path / "dask", options, progress=overlap)
     assert one_at_a_time.exit_code() == 0 and together.exit_code() == 0
     assert overlap.most >= 2
-    assert _outputs(tmp_path / "dask") == _outputs(tmp_path / "local")
-    assert len(_outputs(tmp_path / "dask")) == 6
+    assert published_bytes(tmp_path / "dask") == published_bytes(tmp_path / "local")
+    assert len(published_bytes(tmp_path / "dask")) == 6
     # the run record lists the series in scan order whatever order they finished in
     uids = [s.series_instance_uid for s in together.series]
     assert uids == [s.series_instance_uid for s in one_at_a_time.series]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dicom_checks import REPRODUCIBLE_ENV, recode_command, tree_hashes
+from tests.dicom_checks import REPRODUCIBLE_ENV, published_bytes, recode_command, tree_hashes
 from wsitranscode.recode import RUN_RECORD_NAME, STAGING_PREFIX
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
@@ -28,15 +28,6 @@ ENV = REPRODUCIBLE_ENV
 RECODE_ARGS = ("--codec", "jxl", "--q", "85", "--effort", "7", "--workers", "1")
 KILLS = int(os.environ.get("WSITRANSCODE_FAULT_KILLS", "4"))
 SEED = int(os.environ.get("WSITRANSCODE_FAULT_SEED", "7"))
-
-
-def _series_files(out: Path) -> dict[str, bytes]:
-    """Published output: <series folder>/<file> -> bytes (staging folders excluded)."""
-    return {
-        f"{p.parent.name}/{p.name}": p.read_bytes()
-        for p in sorted(out.glob("*/*.dcm"))
-        if not p.parent.name.startswith(".")
-    }
 
 
 def assert_nothing_looks_complete_unless_it_is(out: Path, clean: dict[str, bytes]) -> None:
@@ -103,7 +94,7 @@ def _clean(archive: Path, out: Path) -> tuple[dict[str, bytes], tuple[float, flo
         time.sleep(0.01)
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     elapsed = time.monotonic() - started
-    files = _series_files(out)
+    files = published_bytes(out)
     assert len(files) == len(list(archive.rglob("*.dcm")))
     return files, (work_starts or 0.0, elapsed)
 
@@ -156,7 +147,7 @@ def test_sigkill_at_random_moments_then_rerun(archive, tmp_path):
 
 
 def _assert_finished(out: Path, clean: dict[str, bytes]) -> None:
-    assert _series_files(out) == clean
+    assert published_bytes(out) == clean
     assert_nothing_looks_complete_unless_it_is(out, clean)
     assert [p for p in out.rglob(".*") if p.name != RUN_RECORD_NAME] == []
 
@@ -203,7 +194,7 @@ def test_disk_full_at_different_points_then_rerun_with_space(
         recode_command(archive, out, *RECODE_ARGS), env=ENV, capture_output=True, text=True
     )
     assert rerun.returncode == 0, rerun.stderr
-    assert _series_files(out) == clean
+    assert published_bytes(out) == clean
     assert [p for p in out.rglob(".*") if p.name != RUN_RECORD_NAME] == []
     assert tree_hashes(archive) == before
 
@@ -251,11 +242,11 @@ def test_corrupted_input_fails_its_series_then_rerun_after_repair(
     assert all(len(line) < 2000 for line in first.stderr.splitlines())
     assert tree_hashes(folder) == damaged  # the run read, never wrote, its input
     assert_nothing_looks_complete_unless_it_is(out, clean)
-    published = _series_files(out)
+    published = published_bytes(out)
     assert published and all(clean[key] == data for key, data in published.items())
     victim.write_bytes(pristine)  # the file is fetched again
     rerun = subprocess.run(
         recode_command(folder, out, *RECODE_ARGS), env=ENV, capture_output=True, text=True
     )
     assert rerun.returncode == 0, rerun.stderr
-    assert _series_files(out) == clean
+    assert published_bytes(out) == clean

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dicom_checks import REPRODUCIBLE_ENV, recode_command
+from tests.dicom_checks import REPRODUCIBLE_ENV, published_bytes, recode_command
 from wsitranscode.recode import RUN_RECORD_NAME, STAGING_PREFIX
 
 ENV = REPRODUCIBLE_ENV
@@ -26,14 +26,6 @@ def _instances_done(out: Path) -> int:
     return sum(i["status"] == "ok" for s in record["series"] for i in s["instances"])
 
 
-def _published(out: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(out)): p.read_bytes()
-        for p in sorted(out.rglob("*.dcm"))
-        if not p.parent.name.startswith(STAGING_PREFIX)
-    }
-
-
 @pytest.fixture(scope="module")
 def slide(wsi_factory):
     return wsi_factory(
@@ -46,7 +38,7 @@ def test_killed_run_resumes_to_identical_output(slide, tmp_path):
     subprocess.run(
         recode_command(slide, clean, *RECODE_ARGS), env=ENV, check=True, capture_output=True
     )
-    expected = _published(clean)
+    expected = published_bytes(clean)
     assert len(expected) == len(list(slide.rglob("*.dcm")))
 
     out = tmp_path / "killed"
@@ -65,14 +57,14 @@ def test_killed_run_resumes_to_identical_output(slide, tmp_path):
     proc.wait()
 
     # Nothing looks complete: the series is still in its hidden staging folder.
-    assert _published(out) == {}
+    assert published_bytes(out) == {}
     assert any(p.name.startswith(STAGING_PREFIX) for p in out.iterdir())
 
     rerun = subprocess.run(
         recode_command(slide, out, *RECODE_ARGS), env=ENV, capture_output=True, text=True
     )
     assert rerun.returncode == 0, rerun.stderr
-    assert _published(out) == expected
+    assert published_bytes(out) == expected
     assert not any(p.name.startswith(".") and p.name != RUN_RECORD_NAME for p in out.iterdir())
     record = json.loads((out / RUN_RECORD_NAME).read_text())
     statuses = [i["status"] for s in record["series"] for i in s["instances"]]

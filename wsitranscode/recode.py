@@ -356,7 +356,7 @@ def _target_for(codec: Codec, settings: EncodeSettings, info: Any) -> TargetEnco
     return target
 
 
-def _check_codec_accepts(codec: Codec, target: TargetEncoding, info: Any, path: Path) -> None:
+def _check_codec_accepts(codec: Codec, info: Any, path: Path) -> None:
     reason = codec.unsupported_pixels(info.samples_per_pixel, info.bits_stored)
     if reason:
         raise UsageError(reason, path=path)
@@ -402,7 +402,7 @@ def recode_instance(
             target,
             description=f"{codec.name}, quality chosen per tile for {options.target_bpp} bpp",
         )
-    _check_codec_accepts(codec, target, info, inst.path)
+    _check_codec_accepts(codec, info, inst.path)
     header, repairs = derive_header(
         reader.header,
         target,
