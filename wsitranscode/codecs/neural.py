@@ -10,7 +10,7 @@ non-standard; `wsitranscode export` turns it back into a standard syntax.
 Quality: `cai*` map q (0-100) onto CompressAI's quality 1-8 through the project's common meaning of
 q (the PSNR libjpeg reaches at q on tissue, `classic.quality_to_psnr`): the CompressAI quality
 whose published Kodak PSNR (bmshj2018-factorized, MSE) is nearest, see `_COMPRESSAI_KODAK_PSNR`.
-q85 -> 7, q80 -> 7, q70 -> 6, q50 -> 5, q30 -> 3, q10 -> 2. Models trained here have one rate
+q85 -> 7, q80 -> 7, q70 -> 6, q50 -> 5, q30 -> 4, q10 -> 2. Models trained here have one rate
 point: q is recorded but does not change the output.
 
 Codec options (`EncodeSettings.extra`): ("weights", PATH) CompressAI weights for `cai*` instead of

@@ -22,7 +22,9 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--codec", required=True, choices=STANDARD_CODECS, help="standard target codec")
     quality = p.add_mutually_exclusive_group()
-    quality.add_argument("--q", type=_quality, default=90, metavar="Q", help=QUALITY_HELP)
+    quality.add_argument(
+        "--q", type=_quality, default=90, metavar="Q", help=QUALITY_HELP + " (default 90)"
+    )
     quality.add_argument(
         "--lossless", action="store_true", help="add no further loss (larger files)"
     )

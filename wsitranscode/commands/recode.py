@@ -27,8 +27,8 @@ from wsitranscode.commands import (
 )
 
 QUALITY_HELP = (
-    "quality 0-100, higher is better (default 85); the same q gives about the fidelity libjpeg "
-    "reaches at that quality, whatever the codec (mappings in docs/usage.md)"
+    "quality 0-100, higher is better; the same q gives about the fidelity libjpeg reaches at "
+    "that quality, whatever the codec (each codec's mapping: docs/usage.md)"
 )
 
 
@@ -46,7 +46,9 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         default=None,
         help="target codec (required unless --model names a trained model: then `neural`)",
     )
-    p.add_argument("--q", type=_quality, default=85, metavar="Q", help=QUALITY_HELP)
+    p.add_argument(
+        "--q", type=_quality, default=85, metavar="Q", help=QUALITY_HELP + " (default 85)"
+    )
     p.add_argument("--lossless", action="store_true", help="lossless mode (jxl, j2k, htj2k, webp)")
     p.add_argument(
         "--effort",

@@ -54,13 +54,21 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         metavar="NAME",
         help="hold out this slide (file name or path suffix) instead of a random choice",
     )
-    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (cosine decay to lr/10)")
+    p.add_argument(
+        "--lr", type=float, default=5e-4, help="learning rate, cosine decay to lr/10 (default 5e-4)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS")
     p.add_argument("--val-every", type=int, default=200, metavar="STEPS")
-    p.add_argument("--log-every", type=int, default=50, metavar="STEPS")
+    p.add_argument(
+        "--log-every",
+        type=int,
+        default=50,
+        metavar="STEPS",
+        help="progress line every N steps (default 50)",
+    )
     p.add_argument(
         "--float32", action="store_true", help="store float32 weights (default: float16)"
     )
