@@ -82,6 +82,10 @@ WEBP_DEFAULT_METHOD = 4  # libwebp's default speed/size trade-off (0 fast .. 6 s
 # JPEG, JPEG 2000 and HTJ2K encoders here have no effort setting and ignore it.
 
 
+def _is_constant(image: np.ndarray) -> bool:
+    return image.size > 0 and bool(image.min() == image.max())
+
+
 def quality_to_psnr(quality: int) -> float:
     """The PSNR (dB) libjpeg reaches at `quality` on tissue: the common meaning of q here."""
     qs, dbs = zip(*_Q_TO_PSNR, strict=True)
@@ -383,7 +387,10 @@ class Jpeg2000Codec(Codec):
 
         image = _image(tile)
         common = {"codecformat": "J2K", "mct": image.ndim == 3, "numthreads": 1}
-        if settings.lossless:
+        if settings.lossless or _is_constant(image):
+            # A constant tile defeats OpenJPEG's PSNR-targeted rate allocation (a 16-bit tile of
+            # zeros came back as 32768, all layers dropped); coded reversibly it is exact and
+            # still only a few dozen bytes. .91 allows reversible codestreams.
             return bytes(imagecodecs.jpeg2k_encode(image, reversible=True, **common))
         # OpenJPEG's PSNR target is relative to the sample precision's peak: keep the 8-bit
         # meaning of q for 16-bit samples, or a 37 dB target would erase their low bits.
