@@ -129,3 +129,18 @@ def test_export_to_jpeg_xl_is_valid_dicom_that_wsidicom_opens(
         region = np.asarray(wsi.read_region((0, 0), 0, (256, 256)))
         assert region.shape[:2] == (256, 256)
         assert region[..., :3].std() > 5  # tissue, not a blank image
+
+
+def test_a_neural_recode_prints_no_library_warnings(slide: Path, tmp_path: Path):
+    """In a fresh process (warnings show once per process): stderr carries our own lines only,
+    not torch's deprecation notice about compressai's import."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsitranscode", "recode", str(slide), "-o", str(tmp_path / "o"),
+         "--codec", f"path-{_shipped_name()}", "--only", "volume", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr

@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     # pydicom warns about invalid values it reads (long UIDs, bad DS); the derived header records
     # them as "inherited" in the run record, which is where users look for them.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
+    # compressai scripts a helper with torch.jit.script at import; torch 2.14 calls that
+    # deprecated. Nothing for the user to act on.
+    warnings.filterwarnings(
+        "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+    )
     try:
         return int(_command_module(args.command).run(args))
     except WsiTranscodeError as err:
