@@ -32,6 +32,20 @@ class FrameOutcome:
     encode_s: float
     verify_s: float
     quality: int | None = None  # the quality chosen for this frame (--bpp-per-tile)
+    # Samples over 8 bits only, where PSNR at the full-range peak hides loss in low-range data
+    # (a 16-bit channel using 0..24): the largest error and the brightest source sample.
+    max_abs_error: int | None = None
+    source_max: int | None = None
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How a decoded output frame compares with its decoded source frame."""
+
+    mse: float
+    exact: bool
+    max_abs_error: int | None = None
+    source_max: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,11 +135,14 @@ def _encode_one(reader: Any, codec: Codec, batch: FrameBatch, index: int) -> Fra
         t1 = time.perf_counter()
         data, quality = _encode_for_batch(codec, tile, batch)
         t2 = time.perf_counter()
-        mse, exact = compare(tile, decode_frame(data, batch.target_info), batch)
+        fidelity = compare(tile, decode_frame(data, batch.target_info), batch)
     except Exception as err:
         raise _named(err, batch, index) from err
     verify_s = time.perf_counter() - t2
-    return FrameOutcome(index, data, len(source), mse, exact, t1 - t0, t2 - t1, verify_s, quality)
+    return FrameOutcome(
+        index, data, len(source), fidelity.mse, fidelity.exact, t1 - t0, t2 - t1, verify_s,
+        quality, fidelity.max_abs_error, fidelity.source_max,
+    )  # fmt: skip
 
 
 def _encode_for_batch(
@@ -171,7 +188,7 @@ def _encode_batched(reader: Any, codec: Any, batch: FrameBatch) -> list[FrameOut
             back = (
                 decoded[n] if decoded is not None else decode_frame(encoded[n], batch.target_info)
             )
-            mse, exact = compare(tiles[n], back, batch)
+            fidelity = compare(tiles[n], back, batch)
         except Exception as err:
             raise _named(err, batch, index) from err
         share = 1 / len(indices)
@@ -180,24 +197,26 @@ def _encode_batched(reader: Any, codec: Any, batch: FrameBatch) -> list[FrameOut
                 index,
                 encoded[n],
                 len(sources[n]),
-                mse,
-                exact,
+                fidelity.mse,
+                fidelity.exact,
                 (t1 - t0) * share,
                 (t2 - t1) * share,
                 (time.perf_counter() - t2) * share,
+                max_abs_error=fidelity.max_abs_error,
+                source_max=fidelity.source_max,
             )
         )
     return outcomes
 
 
-def compare(tile: np.ndarray, back: np.ndarray, batch: FrameBatch) -> tuple[float, bool]:
-    """Verify a decoded output frame against its decoded source frame; returns (MSE, exact)."""
+def compare(tile: np.ndarray, back: np.ndarray, batch: FrameBatch) -> Fidelity:
+    """Verify a decoded output frame against its decoded source frame."""
     if back.shape != tile.shape:
         raise VerificationError(f"decoded shape {back.shape} differs from source {tile.shape}")
     if not batch.target.lossy:
         if not np.array_equal(tile, back):
             raise VerificationError("lossless target is not pixel-exact")
-        return 0.0, True
+        return Fidelity(0.0, True, *_high_bit_extremes(tile, None, batch))
     diff = tile.astype(np.float32).ravel()
     diff -= back.ravel()
     mse = float(np.dot(diff, diff)) / diff.size  # BLAS: fast, and releases the GIL
@@ -207,4 +226,15 @@ def compare(tile: np.ndarray, back: np.ndarray, batch: FrameBatch) -> tuple[floa
             f"PSNR {psnr:.1f} dB is below the verification floor of {batch.min_psnr} dB "
             "(a decoding or colour error; lower --min-psnr only if this quality is intended)"
         )
-    return mse, mse == 0.0
+    return Fidelity(mse, mse == 0.0, *_high_bit_extremes(tile, diff, batch))
+
+
+def _high_bit_extremes(
+    tile: np.ndarray, diff: np.ndarray | None, batch: FrameBatch
+) -> tuple[int | None, int | None]:
+    """(largest absolute error, brightest source sample) for samples over 8 bits, else Nones:
+    measured only there, to keep the common 8-bit path at its speed."""
+    if batch.peak <= 255:
+        return None, None
+    error = 0 if diff is None or diff.size == 0 else int(max(diff.max(), -diff.min()))
+    return error, int(tile.max()) if tile.size else 0
