@@ -14,6 +14,8 @@ from wsitranscode.quality.metrics import (
     MS_SSIM_MIN_SIDE,
     SSIM_MIN_SIDE,
     MetricNotApplicable,
+    fidelity,
+    max_abs_error,
     ms_ssim,
     psnr,
     ssim,
@@ -170,3 +172,29 @@ def test_to_rgb8_makes_monochrome_and_16_bit_tiles_comparable():
     np.testing.assert_array_equal(rgb[:, :, 0], rgb[:, :, 2])
     with pytest.raises(ValueError, match="shape"):
         to_rgb8(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_psnr_of_16_bit_samples_uses_their_own_peak_and_is_not_reduced_to_8_bits():
+    original = np.arange(0, 25, dtype=np.uint16).repeat(40).reshape(25, 40)  # 0..24 of 65535
+    recoded = original.copy()
+    recoded[3, :8] += 8  # an error of 8 on 8 of the 1000 samples
+    mse = 8 * 8**2 / original.size
+    assert psnr(original, recoded, bits_stored=16) == pytest.approx(10 * math.log10(65535**2 / mse))
+    assert psnr(original, recoded, bits_stored=12) == pytest.approx(10 * math.log10(4095**2 / mse))
+    assert max_abs_error(original, recoded) == 8
+    measured = fidelity(original, recoded, 16)
+    assert not measured.exact and measured.max_abs_error == 8 and math.isfinite(measured.psnr)
+    assert fidelity(original, original.copy(), 16).exact
+    assert fidelity(original, original.copy(), 16).psnr == math.inf
+    with pytest.raises(ValueError, match="original samples exceed 255"):
+        psnr(original * 20, recoded, bits_stored=8)  # 16-bit samples are not 8-bit ones
+
+
+def test_monochrome_psnr_is_the_psnr_of_its_rgb_repetition():
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    noisy = np.clip(gray + rng.integers(-4, 5, gray.shape), 0, 255).astype(np.uint8)
+    assert psnr(gray, noisy) == pytest.approx(psnr(to_rgb8(gray), to_rgb8(noisy)))
+    assert max_abs_error(gray[:, :, None], noisy[:, :, None]) == int(
+        np.abs(gray.astype(int) - noisy).max()
+    )

@@ -9,13 +9,15 @@
 2. Structure: same levels, tile size, tile grid and frame count; derived attributes (DERIVED
    ImageType, new UIDs, lossy flag, ratio and method lists, references); `dciodvfy` per file.
 3. Pixels: every frame of every instance is decoded on both sides (the part inside the total
-   pixel matrix; edge padding is not compared). Lossless targets must be pixel-exact, JPEG
-   recompression (.111) byte-exact; lossy frames get a PSNR (and fail below `min_psnr`, the mark
-   of a corrupted frame).
+   pixel matrix; edge padding is not compared) and compared at the source's bit depth: exact
+   only when every sample is equal, PSNR with peak 2^BitsStored - 1, and the maximum absolute
+   error. Lossless targets must be pixel-exact, JPEG recompression (.111) byte-exact; lossy
+   frames fail below `min_psnr` (the mark of a corrupted frame).
 4. Metrics: with `sample`, tiles of `tile_size` at seeded random positions on tissue at the
    highest magnification (see `quality.sampling`); with `all_frames`, every frame of every
-   level. PSNR, SSIM, MS-SSIM (numpy), LPIPS and the ResNet18 feature similarity (torch,
-   batched, GPU when present) on 8-bit RGB.
+   level. PSNR and the maximum absolute error at the native bit depth; SSIM, MS-SSIM (numpy),
+   LPIPS and the ResNet18 feature similarity (torch, batched, GPU when present) on 8-bit RGB,
+   an 8-bit copy for deeper sources (the series' notes say so).
 
 Errors (unmatched series or frames, geometry mismatches, unreadable files, pixel mismatches)
 are collected as one line each and do not stop the rest: the report covers what could be
@@ -42,7 +44,16 @@ import numpy as np
 from wsitranscode import __version__
 from wsitranscode.errors import UsageError, WsiTranscodeError
 from wsitranscode.execute import make_executor
-from wsitranscode.quality.metrics import MetricNotApplicable, ms_ssim, psnr, ssim, to_rgb8
+from wsitranscode.quality.metrics import (
+    Fidelity,
+    MetricNotApplicable,
+    fidelity,
+    ms_ssim,
+    psnr,
+    sample_peak,
+    ssim,
+    to_rgb8,
+)
 
 REPORT_VERSION = 1
 ALL_METRICS = ("psnr", "ssim", "ms-ssim", "lpips", "feature")
@@ -51,7 +62,9 @@ PSNR_CAP_DB = 100.0  # exact tiles count as 100 dB in statistics (their PSNR is 
 WORST_TILES = 4
 DIFFERENCE_GAIN = 8  # amplified difference images: |original - recoded| x 8
 MAX_THUMBNAIL_SIDE = 1024
-LOWER_IS_BETTER = {"lpips"}
+MAX_ERROR = "max-abs-error"  # metric name of the largest |original - recoded| sample difference
+EIGHT_BIT_METRICS = ("ssim", "ms-ssim", "lpips", "feature")  # measured on 8-bit RGB copies
+LOWER_IS_BETTER = {"lpips", MAX_ERROR}
 LOSSY_METHODS = {
     "1.2.840.10008.1.2.4.50": ("ISO_10918_1",),
     "1.2.840.10008.1.2.4.51": ("ISO_10918_1",),
@@ -131,12 +144,15 @@ class SeriesValidation:
     frames: int = 0
     frames_compared: int = 0
     levels: list[list[int]] = field(default_factory=list)
+    bits_stored: int | None = None  # the source's; PSNR peak is 2^bits_stored - 1
+    max_abs_error: int | None = None  # largest |original - recoded| sample over compared frames
     pixel_exact: bool | None = None
     byte_exact: bool | None = None
     dciodvfy: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    eight_bit_copy: list[str] = field(default_factory=list)  # metrics measured on 8-bit copies
     unavailable: dict[str, str] = field(default_factory=dict)
     heatmap: dict[str, Any] | None = None
     thumbnail: str | None = None
@@ -351,8 +367,31 @@ def _validate_series(
     report.tiles += tiles
     result.metrics = summarize(tiles)
     result.unavailable = dict(metrics.unavailable)
+    result.eight_bit_copy = eight_bit_copy_metrics(result.bits_stored, result.metrics)
+    if result.eight_bit_copy:
+        result.notes.append(eight_bit_copy_note(result.eight_bit_copy, result.bits_stored))
     if options.output_dir is not None:
         _save_images(source_series, result, collector, options.output_dir, number)
+
+
+def eight_bit_copy_metrics(bits_stored: int | None, measured: dict[str, Any]) -> list[str]:
+    """The measured metrics that saw an 8-bit RGB copy of samples with more bits stored."""
+    if not bits_stored or bits_stored <= 8:
+        return []
+    return [
+        name
+        for name in EIGHT_BIT_METRICS
+        if any(key == name or key.startswith(f"{name}:") for key in measured)
+    ]
+
+
+def eight_bit_copy_note(names: Sequence[str], bits_stored: int | None) -> str:
+    return (
+        f"{', '.join(names)} measured on an 8-bit RGB copy (the {bits_stored} bits stored "
+        f"shifted down to their 8 most significant bits); PSNR (peak "
+        f"{sample_peak(bits_stored or 8):.0f}) and the maximum absolute error at the native "
+        f"{bits_stored} bits"
+    )
 
 
 def _label(header: Any, run_info: dict[str, dict[str, Any]], source: Any, name_of: Any) -> str:
@@ -558,6 +597,7 @@ class _TileCollector:
         self.pending: list[tuple[TileResult, tuple[np.ndarray, np.ndarray]]] = []
         self.worst: list[tuple[float, TileResult, tuple[np.ndarray, np.ndarray]]] = []
         self.thumbnail_image: np.ndarray | None = None
+        self.failed_frames: set[tuple[int, int]] = set()  # level-0 positions that failed
 
     def add(self, tile: TileResult, pixels: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.tiles.append(tile)
@@ -631,6 +671,7 @@ def _compare_frames(
         keep_pixels=keep_pixels,
         jobs=(),
     )
+    result.bits_stored = max(result.bits_stored or 0, template.src_info.bits_stored)
     jobs = [(rec_map[k], src_map[k], k) for k in shared]
     batches = (
         replace(template, jobs=tuple(jobs[i : i + COMPARE_BATCH_FRAMES]))
@@ -643,11 +684,14 @@ def _compare_frames(
             result.decode_seconds += outcome.decode_seconds
             if outcome.error:
                 result.errors.append(outcome.error)
+                if level == 0:
+                    collector.failed_frames.add((outcome.x, outcome.y))
                 continue
             result.frames_compared += 1
             _record_exactness(result, outcome, byte_exact, inst)
             if byte_exact:
                 continue
+            _record_max_error(result, outcome.max_abs_error)
             value = outcome.psnr
             if result.lossless is False and value < options.min_psnr:
                 result.errors.append(
@@ -661,6 +705,7 @@ def _compare_frames(
                 outcome.x, outcome.y, outcome.width, outcome.height,
             )  # fmt: skip
             tile.values["psnr"] = _finite_or_none(value)
+            tile.values[MAX_ERROR] = outcome.max_abs_error
             if level == 0:
                 heat_cells.append([outcome.x, outcome.y, _capped(value)])
             pixels = (outcome.original, outcome.recoded) if keep_pixels else None
@@ -712,14 +757,19 @@ def _record_exactness(result: SeriesValidation, outcome: Any, byte_exact: bool, 
                 "source JPEG bytes exactly"
             )
         return
-    exact = outcome.psnr == math.inf
+    exact = outcome.exact
     if result.lossless:
         result.pixel_exact = (result.pixel_exact is not False) and exact
         if not exact:
             result.errors.append(
                 f"{inst.path}, frame {outcome.frame}: lossless target is not pixel-exact "
-                f"(PSNR {outcome.psnr:.1f} dB)"
+                f"(maximum absolute error {outcome.max_abs_error}, PSNR {outcome.psnr:.1f} dB)"
             )
+
+
+def _record_max_error(result: SeriesValidation, error: int | None) -> None:
+    if error is not None:
+        result.max_abs_error = max(result.max_abs_error or 0, error)
 
 
 def _report_unmatched_frames(inst: Any, rec_map: dict, src_map: dict, result: SeriesValidation):
@@ -746,12 +796,20 @@ class _FrameOutcome:
     y: int
     psnr: float = math.nan
     exact: bool = False
+    max_abs_error: int | None = None
     original: np.ndarray | None = None
     recoded: np.ndarray | None = None
     width: int = 0
     height: int = 0
     decode_seconds: float = 0.0
     error: str | None = None
+
+    def set_fidelity(self, measured: Fidelity) -> None:
+        self.exact, self.psnr, self.max_abs_error = (
+            measured.exact,
+            measured.psnr,
+            measured.max_abs_error,
+        )
 
 
 class _FrameComparer:
@@ -798,11 +856,15 @@ class _FrameComparer:
             return outcome
         original = original[:height, :width]
         recoded = recoded[:height, :width]
-        outcome.exact = bool(np.array_equal(original, recoded))
-        outcome.psnr = math.inf if outcome.exact else psnr(to_rgb8(original), to_rgb8(recoded))
+        bits = self.src_info.bits_stored
+        try:
+            outcome.set_fidelity(fidelity(original, recoded, bits))
+        except ValueError as err:  # source samples above 2^BitsStored - 1
+            outcome.error = f"{self.path}, frame {rec_index}: {err}"
+            return outcome
         outcome.height, outcome.width = original.shape[:2]
         if self.batch.keep_pixels:
-            outcome.original, outcome.recoded = to_rgb8(original), to_rgb8(recoded)
+            outcome.original, outcome.recoded = to_rgb8(original, bits), to_rgb8(recoded, bits)
         return outcome
 
 
@@ -819,7 +881,12 @@ def _capped(value: float) -> float:
 
 
 class RegionReader:
-    """Decoded regions of one pyramid level (all its instances), from the frames they cross."""
+    """Decoded regions of one pyramid level (all its instances), from the frames they cross.
+
+    `native_region` gives the samples as decoded (HxWxS, uint8 or uint16, at the level's Bits
+    Stored); `region` and `thumbnail` give 8-bit RGB copies (`to_rgb8`). Outside the frames
+    (edge padding, missing frames) a region is white: the largest sample value.
+    """
 
     def __init__(self, instances: Sequence[Any]):
         from wsitranscode.dicom.decode import PixelInfo
@@ -830,10 +897,15 @@ class RegionReader:
         self.tile_w, self.tile_h = first.columns, first.rows
         self.width, self.height = first.total_columns, first.total_rows
         self.frames: dict[tuple[int, int], tuple[Any, Any, int]] = {}
+        infos = []
         for reader in self.readers:
             info = PixelInfo.from_dataset(reader.header)
+            infos.append(info)
             for index, (x, y) in enumerate(reader.tile_positions()):
                 self.frames.setdefault((x, y), (reader, info, index))
+        self.bits_stored = max(info.bits_stored for info in infos)
+        self.samples = 3 if infos[0].samples_per_pixel == 3 else 1
+        self.dtype = np.uint8 if max(i.bits_allocated for i in infos) == 8 else np.uint16
         self._cache: dict[tuple[int, int], np.ndarray] = {}
 
     def close(self) -> None:
@@ -841,7 +913,13 @@ class RegionReader:
             reader.close()
 
     def region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
-        out = np.full((height, width, 3), 255, dtype=np.uint8)
+        """An 8-bit RGB copy of the region (see `native_region`)."""
+        return to_rgb8(self.native_region(x, y, width, height), self.bits_stored)
+
+    def native_region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """The region's samples as decoded: HxWxS at the level's bit depth, never reduced."""
+        white = int(sample_peak(self.bits_stored))
+        out = np.full((height, width, self.samples), white, dtype=self.dtype)
         first_col = (x // self.tile_w) * self.tile_w
         first_row = (y // self.tile_h) * self.tile_h
         for ty in range(first_row, y + height, self.tile_h):
@@ -865,7 +943,8 @@ class RegionReader:
                 return None
             reader, info, index = found
             try:
-                self._cache[(x, y)] = to_rgb8(decode_frame(reader.read_frame(index), info))
+                decoded = decode_frame(reader.read_frame(index), info)
+                self._cache[(x, y)] = decoded.reshape(*decoded.shape[:2], -1)
             except WsiTranscodeError as err:
                 raise type(err)(err.message, path=reader.path, frame=index) from err
             if len(self._cache) > 64:
@@ -881,7 +960,9 @@ class RegionReader:
             tile = self._tile(x, y)
             if tile is None:
                 continue
-            tile = tile[: max(self.height - y, 0), : max(self.width - x, 0)]
+            tile = to_rgb8(
+                tile[: max(self.height - y, 0), : max(self.width - x, 0)], self.bits_stored
+            )
             small = _block_mean(tile, factor)
             oy, ox = y // factor, x // factor
             h, w = min(small.shape[0], out_h - oy), min(small.shape[1], out_w - ox)
@@ -940,20 +1021,59 @@ def _measure_sampled_tiles(
             f"(>= 30 % tissue, no overlap) at level 0"
         )
     originals, recodeds = RegionReader(level0.instances), RegionReader(recoded_level0)
+    size, bits = options.tile_size, originals.bits_stored
+    crossing_failed = 0
     try:
         for s in samples:
-            size = options.tile_size
+            if _crosses_failed_frame(s.x, s.y, size, originals, collector.failed_frames):
+                crossing_failed += 1
+                continue
+            try:
+                original = originals.native_region(s.x, s.y, size, size)
+                recoded = recodeds.native_region(s.x, s.y, size, size)
+            except WsiTranscodeError as err:
+                _add_error_once(result, err.one_line())
+                continue
             tile = TileResult(
                 result.recoded_series_uid, "sample", 0, str(recoded_level0[0].path), None, s.x,
                 s.y, size, size,
             )  # fmt: skip
-            pixels = (originals.region(s.x, s.y, size, size), recodeds.region(s.x, s.y, size, size))
-            collector.add(tile, pixels)
-    except WsiTranscodeError as err:
-        result.errors.append(err.one_line())
+            _set_fidelity_values(tile, fidelity(original, recoded, bits), options.metrics)
+            collector.add(tile, (to_rgb8(original, bits), to_rgb8(recoded, bits)))
     finally:
         originals.close()
         recodeds.close()
+    if crossing_failed:
+        result.notes.append(
+            f"{crossing_failed} sampled tile(s) not measured: they cross level-0 frames that did "
+            "not decode (reported once, as errors)"
+        )
+
+
+def _crosses_failed_frame(
+    x: int, y: int, size: int, level: RegionReader, failed: set[tuple[int, int]]
+) -> bool:
+    """Whether the region's frames include one whose comparison failed (an undecodable frame)."""
+    if not failed:
+        return False
+    first_col, first_row = (x // level.tile_w) * level.tile_w, (y // level.tile_h) * level.tile_h
+    return any(
+        (tx, ty) in failed
+        for ty in range(first_row, y + size, level.tile_h)
+        for tx in range(first_col, x + size, level.tile_w)
+    )
+
+
+def _add_error_once(result: SeriesValidation, line: str) -> None:
+    if line not in result.errors:
+        result.errors.append(line)
+
+
+def _set_fidelity_values(tile: TileResult, measured: Fidelity, metrics: Sequence[str]) -> None:
+    """PSNR (when asked for) and the maximum absolute error, at the native bit depth."""
+    if "psnr" in metrics:
+        tile.values["psnr"] = _finite_or_none(measured.psnr)
+    tile.values[MAX_ERROR] = measured.max_abs_error
 
 
 # ---------------------------------------------------------------------------------------------

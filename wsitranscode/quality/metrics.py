@@ -1,9 +1,15 @@
-"""Full-reference image metrics on 8-bit RGB tiles: PSNR, SSIM and MS-SSIM (numpy and scipy only).
+"""Full-reference image metrics: PSNR and the maximum absolute error at the samples' own bit
+depth, SSIM and MS-SSIM on 8-bit RGB (numpy and scipy only).
 
 Definitions, chosen so that results can be checked against the usual references:
 
-- PSNR: 10 log10(255^2 / MSE) with the MSE over all pixels and channels (scikit-image's
-  `peak_signal_noise_ratio(..., data_range=255)`); identical tiles give `math.inf`.
+- PSNR: 10 log10(peak^2 / MSE) with the MSE over all pixels and samples and peak
+  2^BitsStored - 1 (255 for 8-bit tiles: scikit-image's `peak_signal_noise_ratio(...,
+  data_range=255)`); identical tiles give `math.inf`. The samples are compared as they are: a
+  16-bit tile is never reduced to 8 bits first (that would hide every error below 256).
+- Maximum absolute error: the largest |original - recoded| over all samples, in sample units.
+  On high-bit-depth data that uses little of its range (values 0..24 in 16 bits, say) PSNR at
+  the full peak stays high whatever the loss; the maximum error shows it.
 - SSIM: Wang et al. 2004 with an 11-tap Gaussian window (sigma 1.5), K1 0.01, K2 0.03, population
   (not sample) covariance, averaged over the window positions that lie entirely inside the tile
   and then over the channels. This is scikit-image's `structural_similarity(...,
@@ -14,6 +20,9 @@ Definitions, chosen so that results can be checked against the usual references:
   zero-padded on both sides, padding counted); contrast-structure terms clipped at 0; the product
   is taken per channel, then averaged over channels.
 
+SSIM and MS-SSIM (and the learned metrics of `perceptual`) need 8-bit RGB: other tiles are
+reduced by `to_rgb8` first, and callers must say so where they report them.
+
 Tiles too small for a definition are not measured with a changed definition: `ssim` needs both
 sides >= 11 px and `ms_ssim` needs both sides >= 161 px (the fifth scale must still hold the
 11 px window; pytorch-msssim asserts the same). Smaller tiles raise `MetricNotApplicable`, which
@@ -23,6 +32,7 @@ reports carry as "not measured" with that reason.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import correlate1d
@@ -62,17 +72,73 @@ def to_rgb8(tile: np.ndarray, bits_stored: int | None = None) -> np.ndarray:
     return array
 
 
-def psnr(original: np.ndarray, recoded: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of two 8-bit tiles; `math.inf` when identical."""
-    mse = mean_squared_error(original, recoded)
+def sample_peak(bits_stored: int) -> float:
+    """The largest value of an unsigned sample with `bits_stored` bits: 2^bits_stored - 1."""
+    if not 1 <= bits_stored <= 16:
+        raise ValueError(f"bits stored must lie in 1..16, got {bits_stored}")
+    return float((1 << bits_stored) - 1)
+
+
+def psnr(original: np.ndarray, recoded: np.ndarray, bits_stored: int = 8) -> float:
+    """Peak signal-to-noise ratio in dB at the samples' own depth; `math.inf` when identical.
+
+    The peak is 2^bits_stored - 1 (255 by default). Samples are compared unreduced; an original
+    sample above the peak is a ValueError (a 16-bit tile measured as if it were 8-bit, say).
+    """
+    peak = sample_peak(bits_stored)
+    a, b = _as_sample_pair(original, recoded)
+    if a.max(initial=0) > peak:
+        raise ValueError(
+            f"original samples exceed {peak:.0f}, the peak of {bits_stored} bits stored"
+        )
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     if mse == 0:
         return math.inf
-    return float(10.0 * math.log10(DATA_RANGE**2 / mse))
+    return float(10.0 * math.log10(peak**2 / mse))
 
 
-def mean_squared_error(original: np.ndarray, recoded: np.ndarray) -> float:
-    a, b = _as_float_pair(original, recoded)
-    return float(np.mean((a - b) ** 2))
+def max_abs_error(original: np.ndarray, recoded: np.ndarray) -> int:
+    """The largest |original - recoded| over all samples, in sample units (0 when identical)."""
+    a, b = _as_sample_pair(original, recoded)
+    if a.size == 0:
+        return 0
+    return int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max())
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How far a decoded tile is from its original, at the original's bit depth."""
+
+    exact: bool  # every sample equal
+    psnr: float  # dB with peak 2^bits_stored - 1; math.inf when exact
+    max_abs_error: int  # in sample units
+    bits_stored: int
+
+
+def fidelity(original: np.ndarray, recoded: np.ndarray, bits_stored: int) -> Fidelity:
+    """Exactness, PSNR and maximum absolute error of two tiles, never reduced to 8 bits."""
+    error = max_abs_error(original, recoded)
+    value = math.inf if error == 0 else psnr(original, recoded, bits_stored)
+    return Fidelity(error == 0, value, error, bits_stored)
+
+
+def _as_sample_pair(original: np.ndarray, recoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both tiles as HxWxS arrays of their own samples (HxW becomes HxWx1); shapes must agree."""
+    a, b = _with_sample_axis(original), _with_sample_axis(recoded)
+    if a.shape != b.shape:
+        raise ValueError(f"tiles differ in shape: {a.shape} and {b.shape}")
+    return a, b
+
+
+def _with_sample_axis(tile: np.ndarray) -> np.ndarray:
+    array = np.asarray(tile)
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
+    if array.ndim != 3 or array.dtype.kind not in "ui":
+        raise ValueError(
+            f"expected an HxW or HxWxS tile of integers, got {array.shape} {array.dtype}"
+        )
+    return array
 
 
 def ssim(original: np.ndarray, recoded: np.ndarray) -> float:
