@@ -243,8 +243,19 @@ def validate(original: Path, recoded: Path, options: ValidateOptions) -> Validat
                 result.errors.append(err.one_line())
     finally:
         executor.close()
+    report.series = in_source_order(report.series, source_scan.series)
     report.errors += sources.unused_series_notes(report.series)
     return report
+
+
+def in_source_order(
+    results: Sequence[SeriesValidation], source_series: Sequence[Any]
+) -> list[SeriesValidation]:
+    """Results in the order of their source series in the original folder's scan (the order of
+    recode's table and run record); recoded series without a source last, as found."""
+    position = {series.uid: number for number, series in enumerate(source_series)}
+    unknown = len(position)
+    return sorted(results, key=lambda r: position.get(r.source_series_uid or "", unknown))
 
 
 def _options_json(options: ValidateOptions) -> dict[str, Any]:

@@ -107,29 +107,63 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+SUMMARY_FOOTNOTE = (
+    "tile PSNR: mean and worst over the sampled tiles (every frame when none were sampled), "
+    "each at the source's bit depth, exact tiles counted as 100 dB; recode's PSNR is that of "
+    "the mean squared error over all frames. max err: the largest |original - recoded| sample "
+    "over every frame."
+)
+
+
 def _print_summary(data: dict[str, Any], paths: dict[str, Path]) -> None:
     from rich.table import Table
 
-    table = Table(title="validation")
-    for column in ("recode", "ratio", "bpp", "savings %", "exact", "PSNR mean", "worst", "errors"):
+    table = Table(title="validation", caption=SUMMARY_FOOTNOTE, caption_justify="left")
+    columns = ("series", "recode", "ratio", "bpp", "savings %", "exact", "tile PSNR mean",
+               "tile PSNR worst", "max err", "errors")  # fmt: skip
+    for column in columns:
         table.add_column(column)
     for s in data["series"]:
-        psnr = s["metrics"].get("psnr", {})
-        exact = s["pixel_exact"] if s["byte_exact"] is None else s["byte_exact"]
-        table.add_row(
-            s["label"] or s["recoded_series_uid"],
-            _num(s["ratio"], 2),
-            _num(s["bpp"], 3),
-            _num(s["savings_percent"], 1),
-            "" if exact is None else str(exact),
-            _num(psnr.get("mean"), 2),
-            _num(psnr.get("worst"), 2),
-            str(len(s["errors"])),
-        )
-        for reason in s["unavailable"].values():
-            console_err().print(f"[yellow]note:[/] {reason}", markup=True, highlight=False)
+        table.add_row(*_summary_row(s))
     console_out().print(table)
+    for note in distinct_notes(data["series"]):
+        console_err().print(f"[yellow]note:[/] {note}", markup=True, highlight=False)
     console_out().print(f"report: {paths['html']}")
+
+
+def _summary_row(s: dict[str, Any]) -> list[str]:
+    psnr = s["metrics"].get("psnr", {})
+    exact = s["pixel_exact"] if s["byte_exact"] is None else s["byte_exact"]
+    return [
+        short_series_name(s),
+        s["label"] or "",
+        _num(s["ratio"], 2),
+        _num(s["bpp"], 3),
+        _num(s["savings_percent"], 1),
+        "" if exact is None else str(exact),
+        _num(psnr.get("mean"), 2),
+        _num(psnr.get("worst"), 2),
+        "" if s.get("max_abs_error") is None else str(s["max_abs_error"]),
+        str(len(s["errors"])),
+    ]
+
+
+def short_series_name(series: dict[str, Any]) -> str:
+    """The source series as recode's table names it ("…" and the last 16 UID characters)."""
+    uid = series.get("source_series_uid") or series.get("recoded_series_uid") or ""
+    return "…" + uid[-16:] if len(uid) > 16 else uid
+
+
+def distinct_notes(series: list[dict[str, Any]]) -> list[str]:
+    """Notes to print once for the whole run: unavailable metrics and 8-bit copies."""
+    from wsitranscode.validate import eight_bit_copy_note
+
+    notes: list[str] = []
+    for s in series:
+        notes += s["unavailable"].values()
+        if s.get("eight_bit_copy"):
+            notes.append(eight_bit_copy_note(s["eight_bit_copy"], s.get("bits_stored")))
+    return list(dict.fromkeys(notes))
 
 
 def _num(value: Any, digits: int) -> str:
