@@ -1,4 +1,11 @@
-"""report.json, series.csv, tiles.csv and report.html in one folder; reading them back."""
+"""report.json, series.csv, tiles.csv and report.html in one folder; reading them back.
+
+Every series carries a status: recode's (ok, done-before, failed, skipped) for a series read
+from a run record, "ok" or "errors" for a validated one. Savings figures (bytes after, ratio,
+bpp, savings %) exist only where the recoded series was measured whole (`has_measured_sizes`):
+a failed recode has none (never "100 % saved" from zero bytes after) and is left out of the
+totals.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsitranscode.errors import InvalidInputError
+from wsitranscode.errors import InvalidInputError, UsageError
 
 SERIES_COLUMNS = (
     "run",
+    "status",
     "label",
     "codec",
     "quality",
@@ -31,10 +39,14 @@ SERIES_COLUMNS = (
     "decode_seconds",
     "frames",
     "frames_compared",
+    "bits_stored",
+    "max_abs_error",
     "pixel_exact",
     "byte_exact",
     "errors",
 )
+SAVINGS_FIGURES = ("bytes_after", "ratio", "bpp", "savings_percent")
+NO_OUTPUT_STATUSES = {"failed", "skipped", "pending"}  # recode statuses without a whole output
 METRIC_STATS = ("mean", "std", "p5", "worst", "n")
 TILE_COLUMNS = (
     "run",
@@ -65,6 +77,7 @@ def write_report(data: dict[str, Any], tiles: Iterable[Any], out_dir: Path) -> d
         "html": out_dir / "report.html",
     }
     tile_rows = list(_tile_rows(tiles, data))
+    data = {**data, "totals": series_totals(data.get("series", []))}
     paths["json"].write_text(json.dumps(data, indent=1, default=str, allow_nan=False))
     _write_csv(paths["series"], series_columns(data), series_rows(data))
     _write_csv(paths["tiles"], TILE_COLUMNS, tile_rows)
@@ -87,10 +100,49 @@ def series_columns(data: dict[str, Any]) -> list[str]:
     return [*SERIES_COLUMNS, *(f"{m}_{s}" for m in metric_names(data) for s in METRIC_STATS)]
 
 
+def series_status(series: dict[str, Any]) -> str:
+    """recode's status for a run record's series; "ok" or "errors" for a validated one."""
+    if series.get("status"):
+        return str(series["status"])
+    return "errors" if series.get("errors") else "ok"
+
+
+def has_measured_sizes(series: dict[str, Any]) -> bool:
+    """Whether the series' sizes describe a whole recoded series (savings can be computed)."""
+    if series_status(series) in NO_OUTPUT_STATUSES:
+        return False
+    return (series.get("bytes_before") or 0) > 0 and (series.get("bytes_after") or 0) > 0
+
+
+def savings_figures(series: dict[str, Any]) -> dict[str, Any]:
+    """bytes after, ratio, bpp and savings %: the series' own, or None without measured sizes."""
+    measured = has_measured_sizes(series)
+    return {key: series.get(key) if measured else None for key in SAVINGS_FIGURES}
+
+
+def series_totals(series: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Sizes summed over the series with measured sizes; how many series were left out."""
+    measured = [s for s in series if has_measured_sizes(s)]
+    before = sum(s["bytes_before"] for s in measured)
+    after = sum(s["bytes_after"] for s in measured)
+    return {
+        "series": len(series),
+        "measured": len(measured),
+        "not_measured": len(series) - len(measured),
+        "failed": sum(1 for s in series if series_status(s) == "failed"),
+        "bytes_before": before,
+        "bytes_after": after,
+        "ratio": round(before / after, 4) if after else None,
+        "savings_percent": round(100.0 * (1 - after / before), 3) if before else None,
+    }
+
+
 def series_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for series in data.get("series", []):
         row = {key: series.get(key) for key in SERIES_COLUMNS}
+        row |= savings_figures(series)
+        row["status"] = series_status(series)
         row["run"] = series.get("run") or _run_name(data)
         row["errors"] = len(series.get("errors", []))
         for key in ("source_transfer_syntaxes", "transfer_syntaxes"):
@@ -146,6 +198,8 @@ def load_reports(paths: Sequence[Path]) -> list[tuple[dict[str, Any], list[dict[
     loaded = []
     for path in paths:
         path = Path(path)
+        if not path.exists():
+            raise UsageError(f"{path} does not exist")
         folder = path.parent if path.is_file() else path
         report_json = path if path.is_file() else path / "report.json"
         run_record = folder / RUN_RECORD_NAME
@@ -183,39 +237,47 @@ def _read_tiles(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+RECODE_PSNR = "psnr-recode"  # recode's PSNR: of the mean squared error over all frames
+
+
 def _from_run_record(record: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """A report-shaped view of a recode run: sizes, ratio, bpp and the recode's own PSNR."""
+    """A report-shaped view of a recode run: status, sizes, ratio, bpp and recode's own PSNR."""
     options = record.get("options", {}).get("fingerprint", {})
-    series = []
-    for item in record.get("series", []):
-        summary = item.get("summary", {})
-        instances = item.get("instances", [])
-        before, after = summary.get("bytes_in") or 0, summary.get("bytes_out") or 0
-        metrics = {}
-        if summary.get("psnr_mean") is not None:
-            metrics["psnr-frames"] = {"mean": summary["psnr_mean"], "worst": summary["psnr_min"]}
-        series.append(
-            {
-                "run": str(folder),
-                "label": _run_label(options),
-                "codec": options.get("codec"),
-                "quality": None if options.get("lossless") else options.get("quality"),
-                "source_series_uid": item.get("series_instance_uid"),
-                "recoded_series_uid": item.get("new_series_instance_uid"),
-                "lossless": summary.get("exact"),
-                "bytes_before": before,
-                "bytes_after": after,
-                "ratio": summary.get("ratio"),
-                "bpp": summary.get("bpp"),
-                "savings_percent": round(100 * (1 - after / before), 3) if before else None,
-                "encode_seconds": round(sum(i.get("encode_seconds", 0) for i in instances), 4),
-                "frames": summary.get("frames"),
-                "metrics": metrics,
-                "errors": [item["error"]] if item.get("error") else [],
-                "notes": ["from the recode run record: no validation tiles"],
-            }
-        )
+    series = [_run_record_series(item, options, folder) for item in record.get("series", [])]
     return {"kind": "run", "run": str(folder), "recoded": str(folder), "series": series}
+
+
+def _run_record_series(
+    item: dict[str, Any], options: dict[str, Any], folder: Path
+) -> dict[str, Any]:
+    summary = item.get("summary", {})
+    instances = item.get("instances", [])
+    before, after = summary.get("bytes_in") or 0, summary.get("bytes_out") or 0
+    metrics = {}
+    if summary.get("psnr_mean") is not None:
+        metrics[RECODE_PSNR] = {"mean": summary["psnr_mean"], "worst": summary["psnr_min"]}
+    series = {
+        "run": str(folder),
+        "status": item.get("status") or "",
+        "label": _run_label(options),
+        "codec": options.get("codec"),
+        "quality": None if options.get("lossless") else options.get("quality"),
+        "source_series_uid": item.get("series_instance_uid"),
+        "recoded_series_uid": item.get("new_series_instance_uid"),
+        "source_paths": [i["source_path"] for i in instances if i.get("source_path")],
+        "lossless": summary.get("exact"),
+        "bytes_before": before,
+        "bytes_after": after,
+        "ratio": summary.get("ratio"),
+        "bpp": summary.get("bpp"),
+        "savings_percent": round(100 * (1 - after / before), 3) if before and after else None,
+        "encode_seconds": round(sum(i.get("encode_seconds", 0) for i in instances), 4),
+        "frames": summary.get("frames"),
+        "metrics": metrics,
+        "errors": [item["error"]] if item.get("error") else [],
+        "notes": ["from the recode run record: no validation tiles"],
+    }
+    return series | savings_figures(series)
 
 
 def merge_reports(
@@ -240,6 +302,7 @@ def merge_reports(
             merged["series"].append(copied)
         tiles += [{**row, "run": row.get("run") or run} for row in rows]
     merged["ok"] = not merged["errors"] and all(not s.get("errors") for s in merged["series"])
+    merged["totals"] = series_totals(merged["series"])
     return merged, tiles
 
 

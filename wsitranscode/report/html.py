@@ -11,8 +11,33 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-SUMMARY_METRICS = ("psnr", "ssim", "ms-ssim", "lpips", "feature:avgpool", "psnr-frames")
-RD_METRICS = ("psnr", "ms-ssim", "lpips", "feature:fc", "psnr-frames")
+from wsitranscode.report.files import savings_figures, series_status, series_totals
+
+SUMMARY_METRICS = (
+    "psnr",
+    "psnr-frames",
+    "psnr-recode",
+    "max-abs-error",
+    "ssim",
+    "ms-ssim",
+    "lpips",
+    "feature:avgpool",
+)
+RD_METRICS = ("psnr", "ms-ssim", "lpips", "feature:fc", "psnr-frames", "psnr-recode")
+# What each summary column is: three PSNRs with three definitions, so each says which it is.
+METRIC_HEADERS = {
+    "psnr": "PSNR dB (tiles¹)",
+    "psnr-frames": "PSNR dB (every frame²)",
+    "psnr-recode": "PSNR dB (recode³)",
+    "max-abs-error": "max abs error (tiles¹)",
+}
+SERIES_TABLE_NOTES = (
+    "¹ over the sampled tiles, or every frame when none were sampled; PSNR at the source's bit "
+    "depth (peak 2^BitsStored − 1), exact tiles counted as 100 dB.",
+    "² mean of per-frame PSNRs over every compared VOLUME frame (validate).",
+    "³ PSNR of the mean squared error over all frames, from the recode run record.",
+    "Failed series have no savings figures and are left out of the totals.",
+)
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}
@@ -32,6 +57,7 @@ def render_html(data: dict[str, Any], tiles: Sequence[dict[str, Any]], folder: P
         "<h1>wsitranscode quality report</h1>",
         _header(data),
         _series_table(data.get("series", [])),
+        _totals(data.get("series", [])),
         _rate_distortion(data.get("series", [])),
     ]
     tiles_by_series: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -81,32 +107,58 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _series_table(series: Sequence[dict[str, Any]]) -> str:
     metrics = [m for m in SUMMARY_METRICS if any(m in s.get("metrics", {}) for s in series)]
     head = (
-        "<tr><th class='l'>recode</th><th class='l'>source series</th><th>bytes before</th>"
-        "<th>bytes after</th><th>ratio</th><th>bpp</th><th>savings %</th><th>encode s</th>"
-        "<th>decode s</th><th>exact</th>"
-        + "".join(f"<th>{_e(m)}<br>mean ± sd</th><th>{_e(m)}<br>p5 / worst</th>" for m in metrics)
+        "<tr><th class='l'>recode</th><th class='l'>status</th><th class='l'>source series</th>"
+        "<th>bytes before</th><th>bytes after</th><th>ratio</th><th>bpp</th><th>savings %</th>"
+        "<th>encode s</th><th>decode s</th><th>exact</th><th>max abs error</th>"
+        + "".join(
+            f"<th>{_e(METRIC_HEADERS.get(m, m))}<br>mean ± sd</th>"
+            f"<th>{_e(METRIC_HEADERS.get(m, m))}<br>p5 / worst</th>"
+            for m in metrics
+        )
         + "</tr>"
     )
-    rows = []
-    for s in series:
-        exact = s.get("pixel_exact") if s.get("byte_exact") is None else s.get("byte_exact")
-        cells = [
-            f"<td class='l'>{_e(s.get('label'))}</td>",
-            f"<td class='l'>{_e(s.get('source_series_uid'))}</td>",
-            f"<td>{_e(s.get('bytes_before'))}</td><td>{_e(s.get('bytes_after'))}</td>",
-            f"<td>{_fmt(s.get('ratio'), 2)}</td><td>{_fmt(s.get('bpp'), 3)}</td>",
-            f"<td>{_fmt(s.get('savings_percent'), 1)}</td>",
-            f"<td>{_fmt(s.get('encode_seconds'), 2)}</td>",
-            f"<td>{_fmt(s.get('decode_seconds'), 2)}</td>",
-            f"<td>{_e(exact)}</td>",
-        ]
-        for m in metrics:
-            st = s.get("metrics", {}).get(m, {})
-            mean = "" if st.get("mean") is None else f"{st['mean']:.4g} ± {st.get('std', 0):.2g}"
-            p5 = "" if st.get("p5") is None else f"{st['p5']:.4g} / {st['worst']:.4g}"
-            cells.append(f"<td>{mean}</td><td>{p5}</td>")
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<h2>Series</h2><table>{head}{''.join(rows)}</table>"
+    rows = [_series_row(s, metrics) for s in series]
+    notes = "".join(f"<p class='note'>{_e(n)}</p>" for n in SERIES_TABLE_NOTES)
+    return f"<h2>Series</h2><table>{head}{''.join(rows)}</table>{notes}"
+
+
+def _series_row(s: dict[str, Any], metrics: Sequence[str]) -> str:
+    exact = s.get("pixel_exact") if s.get("byte_exact") is None else s.get("byte_exact")
+    figures = savings_figures(s)
+    status = series_status(s)
+    status_class = "ok" if status in ("ok", "done-before") else "err"
+    cells = [
+        f"<td class='l'>{_e(s.get('label'))}</td>",
+        f"<td class='l {status_class}'>{_e(status)}</td>",
+        f"<td class='l'>{_e(s.get('source_series_uid'))}</td>",
+        f"<td>{_e(s.get('bytes_before'))}</td><td>{_e(figures['bytes_after'])}</td>",
+        f"<td>{_fmt(figures['ratio'], 2)}</td><td>{_fmt(figures['bpp'], 3)}</td>",
+        f"<td>{_fmt(figures['savings_percent'], 1)}</td>",
+        f"<td>{_fmt(s.get('encode_seconds'), 2)}</td>",
+        f"<td>{_fmt(s.get('decode_seconds'), 2)}</td>",
+        f"<td>{_e(exact)}</td><td>{_e(s.get('max_abs_error'))}</td>",
+    ]
+    for m in metrics:
+        st = s.get("metrics", {}).get(m, {})
+        mean = "" if st.get("mean") is None else f"{st['mean']:.4g} ± {st.get('std', 0):.2g}"
+        p5 = "" if st.get("p5") is None else f"{st['p5']:.4g} / {st['worst']:.4g}"
+        cells.append(f"<td>{mean}</td><td>{p5}</td>")
+    return f"<tr>{''.join(cells)}</tr>"
+
+
+def _totals(series: Sequence[dict[str, Any]]) -> str:
+    totals = series_totals(series)
+    if not totals["series"]:
+        return ""
+    text = (
+        f"Totals over {totals['measured']} of {totals['series']} series with measured sizes: "
+        f"{totals['bytes_before']} bytes before, {totals['bytes_after']} after"
+    )
+    if totals["savings_percent"] is not None:
+        text += f", ratio {totals['ratio']:.2f}, savings {totals['savings_percent']:.1f} %"
+    if totals["failed"]:
+        text += f"; {totals['failed']} failed series left out"
+    return f"<p class='totals'>{_e(text)}.</p>"
 
 
 def _png(fig: Any) -> str:
