@@ -28,12 +28,32 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     )
     p.add_argument(
         "--price-per-tb-month",
-        type=float,
+        type=_price,
         default=DEFAULT_PRICE,
         metavar="P",
         help=f"storage price per TB and month (default {DEFAULT_PRICE})",
     )
     p.add_argument("--json", action="store_true", help="print the projection as JSON on stdout")
+
+
+def _price(text: str) -> float:
+    """--price-per-tb-month: a finite number, zero or more (argparse refuses others: exit 2)."""
+    from wsitranscode.errors import UsageError
+    from wsitranscode.quality.savings import check_price
+
+    try:
+        return check_price(float(text))
+    except (ValueError, UsageError):
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, not {text!r}") from None
+
+
+def _require_existing(paths: list[Path]) -> None:
+    """Paths that do not exist are usage errors (exit 2), found before any work is done."""
+    from wsitranscode.errors import UsageError
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"{', '.join(missing)} does not exist")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,13 +65,14 @@ def run(args: argparse.Namespace) -> int:
     )
     from wsitranscode.report import load_reports
 
+    _require_existing([*args.measured, *([args.archive] if args.archive else [])])
     series_rows = [row for data, _, _ in load_reports(args.measured) for row in data["series"]]
-    fractions = measured_fractions(series_rows)
     if args.archive is not None:
         name, archive = str(args.archive), archive_from_folder(args.archive)
     else:
         name, archive = archive_from_idc(args.collection)
-    result = project(name, archive, fractions, args.price_per_tb_month)
+    measured = measured_fractions(series_rows, {s.name: s.kind for s in archive})
+    result = project(name, archive, measured.fractions, args.price_per_tb_month, measured.notes)
     if args.json:
         print_json(result.to_json())
         return 0
