@@ -106,7 +106,7 @@ def test_a_run_records_sources_gone_its_kind_comes_from_the_archive_or_is_unknow
     other = wsi_factory("savings-other", levels=1, label=False, thumbnail=False, seed=77)
     unknown = _savings(capsys, "--measured", str(recoded), "--archive", str(other))
     assert UNKNOWN in {f["kind"] for f in unknown["fractions"]}
-    assert not any(kind.strip() in ("|", "") or kind == " | " for kind in _kinds(unknown))
+    assert all(kind.strip(" |") for kind in _kinds(unknown))  # never " | "
     assert any("unknown" in note for note in unknown["notes"])
 
 
