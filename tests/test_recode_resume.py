@@ -69,3 +69,85 @@ def test_killed_run_resumes_to_identical_output(slide, tmp_path):
     record = json.loads((out / RUN_RECORD_NAME).read_text())
     statuses = [i["status"] for s in record["series"] for i in s["instances"]]
     assert "done-before" in statuses and "ok" in statuses
+
+
+# A slow single-instance series: 336 frames of 48x48 at JPEG XL effort 9 take a few seconds on
+# one worker, in small batches, so an interruption lands mid-instance.
+SLOW_ARGS = ("--codec", "jxl", "--effort", "9", "--workers", "1", "--batch-frames", "4")
+
+
+@pytest.fixture(scope="module")
+def slow_slide(wsi_factory):
+    return wsi_factory(
+        "resume-slow",
+        transfer_syntax="1.2.840.10008.1.2.1",
+        tile_size=48,
+        levels=1,
+        label=False,
+        thumbnail=False,
+    )
+
+
+def _start_and_wait_for_staging(src: Path, out: Path, *args: str) -> subprocess.Popen:
+    """A recode in a child process, returned once it has started work on a series."""
+    proc = subprocess.Popen(
+        recode_command(src, out, *args),
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if out.is_dir() and any(out.glob(STAGING_PREFIX + "*")):
+            return proc
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail(f"the run never staged a series: {proc.communicate()}")
+
+
+def _published_dirs(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def test_rerun_with_other_options_removes_a_killed_runs_staging(slow_slide, tmp_path):
+    out = tmp_path / "out"
+    proc = _start_and_wait_for_staging(slow_slide, out, *SLOW_ARGS)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    (stale,) = [p for p in out.iterdir() if p.name.startswith(STAGING_PREFIX)]
+    assert not (out / RUN_RECORD_NAME).exists()  # killed before its first instance was done
+
+    rerun = subprocess.run(
+        recode_command(slow_slide, out, "--codec", "jxl", "--q", "60", "--effort", "1"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert not stale.exists()
+    assert stale.name in rerun.stderr and "removed" in rerun.stderr
+    (series,) = json.loads((out / RUN_RECORD_NAME).read_text())["series"]
+    assert _published_dirs(out) == [series["output_dir"]]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_second_run_into_the_same_output_is_refused_while_one_runs(slow_slide, tmp_path):
+    out = tmp_path / "out"
+    first = _start_and_wait_for_staging(slow_slide, out, *SLOW_ARGS)
+    try:
+        second = subprocess.run(
+            recode_command(slow_slide, out, "--codec", "jxl", "--q", "60", "--overwrite"),
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert first.poll() is None, "the first run ended before the second started"
+    finally:
+        first.kill()
+        first.communicate()
+    assert second.returncode == 2
+    (line,) = second.stderr.strip().splitlines()
+    assert "another" in line and str(out) in line
+    assert any(out.glob(STAGING_PREFIX + "*"))  # the first run's staging was left alone

@@ -5,11 +5,15 @@ executor (threads by default; processes or Dask, see execute.py) with a bounded 
 in flight, and streamed in order to the writer. A series is staged in a hidden folder and renamed
 into place only when every instance in it is complete and verified, so a killed run leaves
 nothing that looks complete; the run record (`wsitranscode-run.json`) makes a rerun skip what is
-already done.
+already done. One run at a time holds OUT (a lock file).
+
+`recode()` does it all; `open_run()` + `RecodeRun.execute()` split it where a caller wants every
+usage error (paths, options, a busy or incompatible OUT) before it draws any progress.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -21,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +50,7 @@ from wsitranscode.pipeline import (
 RUN_RECORD_NAME = "wsitranscode-run.json"
 RUN_RECORD_VERSION = 1
 STAGING_PREFIX = ".partial-"
+LOCK_NAME = ".wsitranscode.lock"
 DEFAULT_MIN_PSNR = 20.0  # below this a lossy frame is treated as corrupt (wrong colour space, say)
 
 
@@ -193,6 +199,7 @@ class RunResult:
     finished: str
     record_path: str
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the run cleaned up in OUT
 
     @property
     def failed(self) -> list[SeriesResult]:
@@ -216,6 +223,7 @@ class RunResult:
             "started": self.started,
             "finished": self.finished,
             "warnings": self.warnings,
+            "notes": self.notes,
             "skipped_files": self.skipped_files,
             "series": [
                 {
@@ -256,6 +264,76 @@ def derived_uid(*parts: str) -> str:
     """A deterministic 2.25 UID from what identifies the derived object (source + options)."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).digest()[:16]
     return "2.25." + str(int.from_bytes(digest, "big"))
+
+
+def new_series_uid(source_series_uid: str, options: RecodeOptions) -> str:
+    """The derived series' UID, which also names its folder (and staging folder) in OUT."""
+    return derived_uid("series", source_series_uid, _fingerprint_text(options))
+
+
+def _fingerprint_text(options: RecodeOptions) -> str:
+    return json.dumps(options.fingerprint(), sort_keys=True)
+
+
+def selected_instances(series: Any, only: str | None) -> list[Any]:
+    """The instances of a series that a run with `--only` recodes."""
+    return [i for i in series.instances if only is None or i.flavor == "VOLUME"]
+
+
+_DERIVED_UID = re.compile(r"2\.25\.\d{1,39}")
+
+
+def our_folder(output: Path, name: str) -> Path | None:
+    """OUT/name when it can only be a series or staging folder that recode made (named by a
+    derived 2.25 UID, a real folder, not a link); None for anything else. Only such folders
+    are ever removed."""
+    if not _DERIVED_UID.fullmatch(name.removeprefix(STAGING_PREFIX)):
+        return None
+    path = output / name
+    return path if path.is_dir() and not path.is_symlink() else None
+
+
+@contextmanager
+def exclusive_output(output: Path) -> Iterator[None]:
+    """Hold OUT/.wsitranscode.lock for the run: a second run into the same OUT (which would
+    publish, resume and clean up the same folders) is refused with a UsageError."""
+    path = output / LOCK_NAME
+    fd = _take_lock(path, output)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        # removed while still held: a run that opened it meanwhile finds it gone and retries
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _take_lock(path: Path, output: Path) -> int:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise UsageError(
+                f"{output} is in use by another wsitranscode run"
+                + (f" (pid {holder})" if holder.isdigit() else "")
+                + "; wait for it to end or choose another output folder"
+            ) from None
+        if _is_file_at(fd, path):
+            return fd
+        os.close(fd)  # its holder removed it between our open and our lock: take the new one
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
 
 
 def run_timestamp(options: RecodeOptions) -> datetime:
@@ -499,17 +577,15 @@ def _instance_order(instance: Any) -> tuple[int, int, int, str]:
 def plan_series(series: Any, options: RecodeOptions) -> tuple[str, list[InstancePlan]]:
     from wsitranscode.dicom.derive import DerivedUIDs
 
-    fp = json.dumps(options.fingerprint(), sort_keys=True)
-    new_series_uid = derived_uid("series", series.uid, fp)
+    fp = _fingerprint_text(options)
+    series_uid = new_series_uid(series.uid, options)
     pyramid_uid = derived_uid("pyramid", series.uid, fp)
-    instances = sorted(series.instances, key=_instance_order)
-    if options.only == "volume":
-        instances = [i for i in instances if i.flavor == "VOLUME"]
+    instances = sorted(selected_instances(series, options.only), key=_instance_order)
     plans = []
     for n, inst in enumerate(instances, start=1):
         concat = inst.concatenation_uid or None
         uids = DerivedUIDs(
-            series_instance_uid=new_series_uid,
+            series_instance_uid=series_uid,
             sop_instance_uid=derived_uid("sop", inst.sop_instance_uid, fp),
             pyramid_uid=pyramid_uid,
             # shared by all parts of one concatenation, so derived from its ConcatenationUID
@@ -517,7 +593,7 @@ def plan_series(series: Any, options: RecodeOptions) -> tuple[str, list[Instance
             concatenation_source_uid=derived_uid("concat-source", concat, fp) if concat else None,
         )
         plans.append(InstancePlan(inst, f"{n:03d}-{file_flavor(inst.flavor)}.dcm", uids))
-    return new_series_uid, plans
+    return series_uid, plans
 
 
 def file_flavor(flavor: str) -> str:
@@ -538,7 +614,7 @@ def _fsync_dir(path: Path) -> None:
 class SeriesRecoder:
     """Recodes one series into a staging folder and publishes it whole, or not at all."""
 
-    def __init__(self, run: _Run, series: Any):
+    def __init__(self, run: RecodeRun, series: Any):
         self.run = run
         self.series = series
         self.result = SeriesResult(
@@ -734,16 +810,15 @@ def _failed_instance(plan: InstancePlan, message: str) -> InstanceResult:
     )
 
 
-class _Run:
-    """State shared by the series of one run: options, codec, executor, record, progress."""
+class RecodeRun:
+    """One run into OUT, made by `open_run` (checked, OUT locked, its run record read) and done by
+    `execute`. Holds what its series share: options, codec, executor, record, progress."""
 
-    def __init__(
-        self, input_path: Path, output: Path, options: RecodeOptions, progress: ProgressSink
-    ):
+    def __init__(self, input_path: Path, output: Path, options: RecodeOptions):
         self.input = input_path
         self.output = output
         self.options = options
-        self.progress = progress
+        self.progress: ProgressSink = NullProgress()
         self.codec = get_codec(options.codec)
         self.record = RunRecord(output / RUN_RECORD_NAME)
         self.done: dict[str, dict[str, Any]] = {}
@@ -751,6 +826,7 @@ class _Run:
         self.series_results: list[SeriesResult] = []
         self.skipped: list[dict[str, str]] = []
         self.warnings: list[str] = []
+        self.notes: list[str] = []
         self.started = datetime.now(UTC).replace(microsecond=0).isoformat()
         self.created = run_timestamp(options)
         self.executor: Any = None
@@ -767,18 +843,61 @@ class _Run:
                 f"transfer syntax {target.transfer_syntax_uid}, which validators, viewers and PACS "
                 "reject; use `wsitranscode export` to get back to a standard one"
             )
-        if self.record.data:
-            if self.options.overwrite:
-                self.record.data = {}
-            elif self.record.fingerprint() != self.options.fingerprint():
-                raise UsageError(
-                    f"{self.output} holds a run with other options ({self.record.fingerprint()}); "
-                    "use another output folder or --overwrite"
+        if self.options.overwrite:
+            self.record.data = {}
+        elif self.record.data:
+            self._check_same_options()
+            self.done = self.record.done_instances()
+            self.recorded_rate_control = self.record.rate_control()
+            self.created = self.record.created() or self.created
+
+    def _check_same_options(self) -> None:
+        if self.record.fingerprint() != self.options.fingerprint():
+            raise UsageError(
+                f"{self.output} holds a run with other options ({self.record.fingerprint()}); "
+                "use another output folder or --overwrite"
+            )
+
+    def remove_stale_staging(self, all_series: list[Any]) -> None:
+        """Remove the staging folders this run will not continue: those of an earlier run that
+        was killed or interrupted with other options or inputs (safe: OUT is locked)."""
+        planned = {STAGING_PREFIX + new_series_uid(s.uid, self.options) for s in all_series}
+        for entry in sorted(self.output.iterdir()):
+            if not entry.name.startswith(STAGING_PREFIX) or entry.name in planned:
+                continue
+            if our_folder(self.output, entry.name) is not None:
+                shutil.rmtree(entry)
+                self.notes.append(
+                    f"removed {entry}: staging of an earlier run that did not finish, with other "
+                    "options or inputs than this one"
                 )
-            else:
-                self.done = self.record.done_instances()
-                self.recorded_rate_control = self.record.rate_control()
-                self.created = self.record.created() or self.created
+        for temporary in self.output.glob(f".{RUN_RECORD_NAME}.tmp-*"):  # a killed checkpoint
+            if temporary.is_file() and not temporary.is_symlink():
+                temporary.unlink()
+
+    def execute(
+        self,
+        progress: ProgressSink | None = None,
+        on_scanned: Callable[[Any, int], None] | None = None,
+    ) -> RunResult:
+        """Scan the input and recode every series."""
+        from wsitranscode.dicom.scan import scan
+
+        self.progress = progress or NullProgress()
+        scanned = scan(self.input, follow_symlinks=self.options.follow_symlinks)
+        self.skipped = [{"path": str(s.path), "reason": s.reason} for s in scanned.skipped]
+        self.remove_stale_staging(scanned.series)
+        if on_scanned is not None:
+            selected = (i for s in scanned.series for i in selected_instances(s, self.options.only))
+            on_scanned(scanned, sum(i.number_of_frames for i in selected))
+        options = self.options
+        self.executor = make_executor(options.executor, options.workers, options.scheduler)
+        try:
+            _recode_all_series(self, scanned.series)
+        finally:
+            self.executor.close()
+        self.checkpoint()
+        return self.result()
 
     def options_json(self) -> dict[str, Any]:
         return {
@@ -799,6 +918,7 @@ class _Run:
             finished=datetime.now(UTC).replace(microsecond=0).isoformat(),
             record_path=str(self.record.path),
             warnings=self.warnings,
+            notes=self.notes,
         )
 
     def checkpoint(self) -> None:
@@ -823,7 +943,7 @@ def series_in_flight(options: RecodeOptions, workers: int) -> int:
     return max(1, min(MAX_SERIES_IN_FLIGHT, workers // 2))
 
 
-def _recode_all_series(run: _Run, all_series: list[Any]) -> None:
+def _recode_all_series(run: RecodeRun, all_series: list[Any]) -> None:
     """Recode the series on a few client threads; results are listed in scan order."""
     in_flight = series_in_flight(run.options, run.executor.workers)
     pending = iter(all_series)
@@ -845,6 +965,19 @@ def _recode_all_series(run: _Run, all_series: list[Any]) -> None:
                 run.checkpoint()
 
 
+@contextmanager
+def open_run(input_path: Path, output: Path, options: RecodeOptions) -> Iterator[RecodeRun]:
+    """Check the paths, lock OUT and read its run record: every usage error is raised here,
+    before any work. OUT stays locked inside."""
+    input_path, output = Path(input_path), Path(output)
+    check_paths(input_path, output)
+    output.mkdir(parents=True, exist_ok=True)
+    with exclusive_output(output):
+        run = RecodeRun(input_path, output, options)
+        run.prepare()
+        yield run
+
+
 def recode(
     input_path: Path,
     output: Path,
@@ -853,27 +986,5 @@ def recode(
     on_scanned: Callable[[Any, int], None] | None = None,
 ) -> RunResult:
     """Recode every WSI series under `input_path` into `output`. See the module docstring."""
-    from wsitranscode.dicom.scan import scan
-
-    input_path, output = Path(input_path), Path(output)
-    check_paths(input_path, output)
-    output.mkdir(parents=True, exist_ok=True)
-    run = _Run(input_path, output, options, progress or NullProgress())
-    run.prepare()
-    scanned = scan(input_path, follow_symlinks=options.follow_symlinks)
-    run.skipped = [{"path": str(s.path), "reason": s.reason} for s in scanned.skipped]
-    if on_scanned is not None:
-        selected = [
-            i
-            for s in scanned.series
-            for i in s.instances
-            if options.only is None or i.flavor == "VOLUME"
-        ]
-        on_scanned(scanned, sum(i.number_of_frames for i in selected))
-    run.executor = make_executor(options.executor, options.workers, options.scheduler)
-    try:
-        _recode_all_series(run, scanned.series)
-    finally:
-        run.executor.close()
-    run.checkpoint()
-    return run.result()
+    with open_run(input_path, output, options) as run:
+        return run.execute(progress, on_scanned)

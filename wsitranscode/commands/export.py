@@ -36,7 +36,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from wsitranscode.codecs.base import EncodeSettings
     from wsitranscode.commands.recode import RichProgress, report_outcome
-    from wsitranscode.recode import RecodeOptions, recode
+    from wsitranscode.recode import RecodeOptions, open_run
 
     options = RecodeOptions(
         codec=args.codec,
@@ -45,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         export=True,
     )
-    with RichProgress() as progress:
-        result = recode(
-            args.input, args.output, options, progress=progress, on_scanned=progress.scanned
-        )
+    with open_run(args.input, args.output, options) as job, RichProgress() as progress:
+        result = job.execute(progress, on_scanned=progress.scanned)
     return report_outcome(result, args.json)

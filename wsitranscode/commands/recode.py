@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--bpp-per-tile needs --bpp")
     if args.bpp is not None and (args.bpp <= 0 or args.lossless):
         raise UsageError("--bpp needs a positive target and a lossy codec (not --lossless)")
-    from wsitranscode.recode import DEFAULT_MIN_PSNR, RecodeOptions, recode
+    from wsitranscode.recode import DEFAULT_MIN_PSNR, RecodeOptions, open_run
 
     options = RecodeOptions(
         codec=args.codec,
@@ -139,15 +139,16 @@ def run(args: argparse.Namespace) -> int:
         only=args.only,
         min_psnr=DEFAULT_MIN_PSNR if args.min_psnr is None else args.min_psnr,
     )
-    with RichProgress() as progress:
-        result = recode(
-            args.input, args.output, options, progress=progress, on_scanned=progress.scanned
-        )
+    # open_run raises every usage error (a busy OUT, other options) before progress is drawn
+    with open_run(args.input, args.output, options) as job, RichProgress() as progress:
+        result = job.execute(progress, on_scanned=progress.scanned)
     return report_outcome(result, args.json)
 
 
 def report_outcome(result: Any, as_json: bool) -> int:
-    """Warnings and failures on stderr; the table or JSON on stdout; the exit code."""
+    """Notes, warnings and failures on stderr; the table or JSON on stdout; the exit code."""
+    for note in result.notes:
+        console_err().print(f"note: {note}", soft_wrap=True)
     for warning in result.warnings:
         console_err().print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     if as_json:
