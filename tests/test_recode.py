@@ -266,3 +266,24 @@ def test_an_input_replaced_between_runs_in_one_process_is_read_afresh(wsi_factor
     (second,) = published_outputs(tmp_path / "two")
     assert not np.array_equal(first_frame(level0(1)), first_frame(target))
     np.testing.assert_array_equal(first_frame(second), first_frame(target))
+
+
+def _series_dirs(out: Path) -> set[str]:
+    return {p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def test_overwrite_with_other_options_replaces_the_earlier_series(native_slide, tmp_path):
+    from wsitranscode.dicom.scan import scan
+
+    out = tmp_path / "out"
+    assert _recode(native_slide, out, "jxl", "--only", "volume") == 0
+    earlier = _series_dirs(out)
+    (out / "notes.txt").write_text("not ours")
+    (out / "mine").mkdir()
+    assert _recode(native_slide, out, "jxl", "--q", "60", "--only", "volume", "--overwrite") == 0
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    recorded = {s["output_dir"] for s in record["series"]}
+    assert _series_dirs(out) == recorded | {"mine"}
+    assert not recorded & earlier
+    assert (out / "notes.txt").read_text() == "not ours"
+    assert len(scan(out).series) == 1  # what validate sees: the new series only

@@ -352,19 +352,31 @@ def run_timestamp(options: RecodeOptions) -> datetime:
 class RunRecord:
     """The JSON record in OUT: written after every instance so a killed run can resume."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, replacing: bool = False):
         self.path = path
         self.data: dict[str, Any] = {}
+        self.unreadable: str | None = None  # why, when `replacing` let an unreadable one pass
         if path.exists():
             try:
                 self.data = json.loads(path.read_text())
             except (OSError, ValueError) as err:
-                raise UsageError(
-                    f"{path} is not a readable run record ({err}); move it away or use --overwrite"
-                ) from err
+                if not replacing:
+                    raise UsageError(
+                        f"{path} is not a readable run record ({err}); move it away or use "
+                        "--overwrite"
+                    ) from err
+                self.unreadable = str(err)
 
     def fingerprint(self) -> dict[str, Any] | None:
         return self.data.get("options", {}).get("fingerprint")
+
+    def series_folders(self) -> list[str]:
+        """The folder names in OUT of the series this record describes."""
+        return [
+            series["output_dir"]
+            for series in self.data.get("series", [])
+            if isinstance(series.get("output_dir"), str)
+        ]
 
     def created(self) -> datetime | None:
         value = self.data.get("options", {}).get("timestamp")
@@ -820,7 +832,7 @@ class RecodeRun:
         self.options = options
         self.progress: ProgressSink = NullProgress()
         self.codec = get_codec(options.codec)
-        self.record = RunRecord(output / RUN_RECORD_NAME)
+        self.record = RunRecord(output / RUN_RECORD_NAME, replacing=options.overwrite)
         self.done: dict[str, dict[str, Any]] = {}
         self.recorded_rate_control: dict[str, dict[str, Any]] = {}
         self.series_results: list[SeriesResult] = []
@@ -844,7 +856,7 @@ class RecodeRun:
                 "reject; use `wsitranscode export` to get back to a standard one"
             )
         if self.options.overwrite:
-            self.record.data = {}
+            self._replace_earlier_run()
         elif self.record.data:
             self._check_same_options()
             self.done = self.record.done_instances()
@@ -857,6 +869,28 @@ class RecodeRun:
                 f"{self.output} holds a run with other options ({self.record.fingerprint()}); "
                 "use another output folder or --overwrite"
             )
+
+    def _replace_earlier_run(self) -> None:
+        """--overwrite: remove the series folders the earlier run record names (and their
+        staging), then the record, so that OUT holds only what this run records. Folders
+        first: a run killed in between leaves a record naming folders that are gone, never
+        folders that no record names."""
+        if self.record.unreadable is not None:
+            self.warnings.append(
+                f"the earlier run record {self.record.path} was unreadable "
+                f"({self.record.unreadable}): the series folders it named were left in place"
+            )
+        removed = []
+        for name in self.record.series_folders():
+            for candidate in (name, STAGING_PREFIX + name):
+                folder = our_folder(self.output, candidate)
+                if folder is not None:
+                    shutil.rmtree(folder)
+                    removed.append(candidate)
+        if removed:
+            self.notes.append(f"--overwrite: removed the earlier run's {', '.join(removed)}")
+        self.record.path.unlink(missing_ok=True)
+        self.record.data = {}
 
     def remove_stale_staging(self, all_series: list[Any]) -> None:
         """Remove the staging folders this run will not continue: those of an earlier run that
@@ -967,8 +1001,8 @@ def _recode_all_series(run: RecodeRun, all_series: list[Any]) -> None:
 
 @contextmanager
 def open_run(input_path: Path, output: Path, options: RecodeOptions) -> Iterator[RecodeRun]:
-    """Check the paths, lock OUT and read its run record: every usage error is raised here,
-    before any work. OUT stays locked inside."""
+    """Check the options and paths, lock OUT and read (or, with overwrite, replace) its run
+    record: every usage error is raised here, before any work. OUT stays locked inside."""
     input_path, output = Path(input_path), Path(output)
     check_paths(input_path, output)
     output.mkdir(parents=True, exist_ok=True)
