@@ -110,6 +110,38 @@ def _published_dirs(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def test_sigint_stops_promptly_and_a_rerun_resumes(slow_slide, tmp_path):
+    out = tmp_path / "out"
+    proc = _start_and_wait_for_staging(slow_slide, out, *SLOW_ARGS)
+    time.sleep(0.3)  # some batches done, most still queued
+    interrupted_at = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    stop_seconds = time.monotonic() - interrupted_at
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+
+    # nothing incomplete is published, and the record says so
+    assert _published_dirs(out) == []
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    assert [s["status"] for s in record["series"]] == ["interrupted"]
+
+    started = time.monotonic()
+    rerun = subprocess.run(
+        recode_command(slow_slide, out, *SLOW_ARGS), env=ENV, capture_output=True, text=True
+    )
+    rerun_seconds = time.monotonic() - started
+    assert rerun.returncode == 0, rerun.stderr
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    (series,) = record["series"]
+    assert series["status"] == "ok"
+    assert _published_dirs(out) == [series["output_dir"]]
+    assert len(published_bytes(out)) == 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    # the interrupted run stopped after the batches already running, not after the series
+    assert stop_seconds < rerun_seconds / 3, (stop_seconds, rerun_seconds)
+
+
 def test_rerun_with_other_options_removes_a_killed_runs_staging(slow_slide, tmp_path):
     out = tmp_path / "out"
     proc = _start_and_wait_for_staging(slow_slide, out, *SLOW_ARGS)

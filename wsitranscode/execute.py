@@ -2,7 +2,8 @@
 
 Every executor has the same small surface: `submit(fn, arg)` returns a future with `.result()`,
 `workers` says how many batches may usefully run at once, `batch_frames` how many frames a batch
-should hold (larger where each task costs a round trip), and `close()`.
+should hold (larger where each task costs a round trip), and `close()`. Optionally
+`cancel_pending()`: drop the tasks not yet started (the local pools have it).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class PoolExecutor:
 
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> Future:
         return self.pool.submit(fn, arg)
+
+    def cancel_pending(self) -> None:
+        """Cancel every task not yet started (those running finish); later submits raise
+        RuntimeError. What a run stopped by Ctrl-C calls, so it waits for no queued work."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -5,7 +5,8 @@ executor (threads by default; processes or Dask, see execute.py) with a bounded 
 in flight, and streamed in order to the writer. A series is staged in a hidden folder and renamed
 into place only when every instance in it is complete and verified, so a killed run leaves
 nothing that looks complete; the run record (`wsitranscode-run.json`) makes a rerun skip what is
-already done. One run at a time holds OUT (a lock file).
+already done. One run at a time holds OUT (a lock file); Ctrl-C stops after the batches already
+running and leaves the unfinished series staged for the rerun.
 
 `recode()` does it all; `open_run()` + `RecodeRun.execute()` split it where a caller wants every
 usage error (paths, options, a busy or incompatible OUT) before it draws any progress.
@@ -25,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,7 +147,7 @@ class SeriesResult:
     series_instance_uid: str
     patient_id: str
     study_instance_uid: str
-    status: str = "pending"  # ok | failed | done-before | skipped
+    status: str = "pending"  # ok | failed | done-before | skipped | interrupted
     note: str | None = None
     new_series_instance_uid: str | None = None
     output_dir: str | None = None
@@ -421,6 +422,11 @@ def ordered_results(
         yield from outcomes
 
 
+class RecodeInterrupted(Exception):
+    """Raised in a series' thread when the run is stopping (Ctrl-C): the series stops at its next
+    frame, publishes nothing and keeps what it finished staged for the rerun."""
+
+
 def frame_batches(template: FrameBatch, count: int, size: int) -> Iterator[FrameBatch]:
     for start in range(0, count, size):
         yield replace(template, start=start, stop=min(start + size, count))
@@ -468,6 +474,7 @@ def recode_instance(
     progress: ProgressSink,
     created: datetime,
     settings: EncodeSettings,
+    stopping: threading.Event | None = None,
 ) -> InstanceResult:
     from wsitranscode.dicom.decode import PixelInfo
     from wsitranscode.dicom.derive import derive_header
@@ -525,8 +532,14 @@ def recode_instance(
     worst = (-1.0, None)
     all_exact = True
     qualities: list[int] = []
-    with EncapsulatedWriter(out_path, header, reader.number_of_frames) as writer:
-        for outcome in ordered_results(executor, batches, window):
+    with (
+        EncapsulatedWriter(out_path, header, reader.number_of_frames) as writer,
+        # closed on the way out, so the batches still queued are cancelled, not awaited
+        closing(ordered_results(executor, batches, window)) as outcomes,
+    ):
+        for outcome in outcomes:
+            if stopping is not None and stopping.is_set():
+                raise RecodeInterrupted
             writer.write_frame(outcome.data)
             result.pixel_bytes_in += outcome.source_bytes
             result.pixel_bytes_out += len(outcome.data)
@@ -641,13 +654,27 @@ class SeriesRecoder:
         started = time.perf_counter()
         try:
             self._recode()
-        except WsiTranscodeError as err:
-            self._fail(err.one_line())
-        except OSError as err:
-            self._fail(f"{err.filename or self.run.output}: {err.strerror or err}")
+        except Exception as err:
+            # once the run is stopping, whatever broke (a cancelled batch, a pool shut down)
+            # broke because of that: the series is interrupted, not failed
+            if self.run.stopping.is_set():
+                self._interrupted()
+            elif isinstance(err, WsiTranscodeError):
+                self._fail(err.one_line())
+            elif isinstance(err, OSError):
+                self._fail(f"{err.filename or self.run.output}: {err.strerror or err}")
+            else:
+                raise
         finally:
             self.result.seconds = round(time.perf_counter() - started, 3)
         return self.result
+
+    def _interrupted(self) -> None:
+        """Nothing is published; the instances finished so far stay staged and recorded, so a
+        rerun with the same options reuses them."""
+        self.result.status = "interrupted"
+        self.result.note = "interrupted: rerun with the same options to finish it"
+        self.run.progress.end_series(self.series.uid, "interrupted")
 
     def _fail(self, message: str) -> None:
         self.result.status = "failed"
@@ -682,6 +709,7 @@ class SeriesRecoder:
         _remove_leftovers(self.staging, {plan.output_name for plan in plans})
         run.progress.start_series(self.series.uid, sum(p.instance.number_of_frames for p in plans))
         for plan in plans:
+            run.raise_if_stopping()
             self.result.instances.append(self._instance(plan))
             run.checkpoint()
             failed = self.result.instances[-1]
@@ -780,12 +808,15 @@ class SeriesRecoder:
                 self.run.progress,
                 self.run.created,
                 self.settings,
+                self.run.stopping,
             )
         except WsiTranscodeError as err:
+            self.run.raise_if_stopping()  # a batch cancelled by the stop, not a bad frame
             if err.path is None:
                 err = type(err)(err.message, path=plan.instance.path, frame=err.frame)
             return _failed_instance(plan, err.one_line())
         except OSError as err:
+            self.run.raise_if_stopping()
             return _failed_instance(
                 plan, f"{err.filename or plan.instance.path}: {err.strerror or err}"
             )
@@ -842,6 +873,7 @@ class RecodeRun:
         self.started = datetime.now(UTC).replace(microsecond=0).isoformat()
         self.created = run_timestamp(options)
         self.executor: Any = None
+        self.stopping = threading.Event()  # set by interrupt(); series threads watch it
         self._record_lock = threading.Lock()  # series may be recoded by several threads
 
     def prepare(self) -> None:
@@ -914,7 +946,8 @@ class RecodeRun:
         progress: ProgressSink | None = None,
         on_scanned: Callable[[Any, int], None] | None = None,
     ) -> RunResult:
-        """Scan the input and recode every series."""
+        """Scan the input and recode every series. Ctrl-C (KeyboardInterrupt) stops every
+        series after the batches already running, records them `interrupted` and re-raises."""
         from wsitranscode.dicom.scan import scan
 
         self.progress = progress or NullProgress()
@@ -926,12 +959,27 @@ class RecodeRun:
             on_scanned(scanned, sum(i.number_of_frames for i in selected))
         options = self.options
         self.executor = make_executor(options.executor, options.workers, options.scheduler)
+        finished = False
         try:
             _recode_all_series(self, scanned.series)
+            finished = True
         finally:
             self.executor.close()
-        self.checkpoint()
+            if finished or self.series_results:
+                self.checkpoint()  # interrupted too: what is done, what a rerun must finish
         return self.result()
+
+    def interrupt(self) -> None:
+        """Stop every series at its next frame: batches still queued are cancelled, so only the
+        ones already running are waited for."""
+        self.stopping.set()
+        cancel_pending = getattr(self.executor, "cancel_pending", None)
+        if cancel_pending is not None:
+            cancel_pending()
+
+    def raise_if_stopping(self) -> None:
+        if self.stopping.is_set():
+            raise RecodeInterrupted
 
     def options_json(self) -> dict[str, Any]:
         return {
@@ -983,20 +1031,26 @@ def _recode_all_series(run: RecodeRun, all_series: list[Any]) -> None:
     pending = iter(all_series)
     running: dict[Future, SeriesRecoder] = {}
     with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="series") as pool:
-        while True:
-            while len(running) < in_flight and (series := next(pending, None)) is not None:
-                recoder = SeriesRecoder(run, series)
-                run.series_results.append(recoder.result)
-                running[pool.submit(recoder)] = recoder
-            if not running:
-                return
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                recoder = running.pop(future)
-                future.result()  # a bug (not a data problem) stops the run here
-                if recoder.result.status == "failed":
-                    run.progress.end_series(recoder.series.uid, "failed")
-                run.checkpoint()
+        try:
+            while True:
+                while len(running) < in_flight and (series := next(pending, None)) is not None:
+                    recoder = SeriesRecoder(run, series)
+                    run.series_results.append(recoder.result)
+                    running[pool.submit(recoder)] = recoder
+                if not running:
+                    return
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    recoder = running.pop(future)
+                    future.result()  # a bug (not a data problem) stops the run here
+                    if recoder.result.status == "failed":
+                        run.progress.end_series(recoder.series.uid, "failed")
+                    run.checkpoint()
+        except BaseException:
+            # Ctrl-C lands here (or a bug): leaving the pool waits for the series' threads, so
+            # stop them first, or each would go on to its last frame
+            run.interrupt()
+            raise
 
 
 @contextmanager

@@ -268,7 +268,13 @@ def print_summary(result: Any) -> None:
 
 
 def _status(status: str) -> str:
-    colour = {"ok": "green", "done-before": "cyan", "failed": "red", "skipped": "yellow"}
+    colour = {
+        "ok": "green",
+        "done-before": "cyan",
+        "failed": "red",
+        "skipped": "yellow",
+        "interrupted": "yellow",
+    }
     colour = colour.get(status, "white")
     return f"[{colour}]{status}[/]"
 
