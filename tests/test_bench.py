@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +273,28 @@ def test_a_neural_codec_is_benchmarked_batched(
         assert p["bpp"] > 0 and p["metrics"]["psnr"]["n"] == 3
         assert p["timing"]["batched"] and p["timing"]["decode_ms_all"] > 0
     assert {r["codec"] for r in data["bd_rates"]} == {"jpeg", "cai"}
+
+
+def test_the_table_and_bd_rates_show_exactly_the_requested_metrics(
+    wsi_factory: WsiFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = wsi_factory("bench-native", tile_size=256, levels=3)
+    out = tmp_path / "out"
+    args = [
+        "bench", str(folder), "-o", str(out), "--codecs", "jpeg,webp", "--q", "50,85",
+        "--tiles", "3", "--metrics", "psnr,ssim", "--timing", "single", "--workers", "2",
+    ]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if "codec" in line and "bpp" in line)
+    assert "PSNR" in header and "SSIM" in header and "MS-SSIM" not in header
+    rows = [line for line in printed.splitlines() if re.match(r"│ webp +│ +\d+ +│", line)]
+    assert len(rows) == 2, printed
+    for row in rows:  # codec, q, bpp, PSNR, SSIM: every requested value is shown
+        cells = [c.strip() for c in row.strip("│").split("│")]
+        assert float(cells[3]) > 20 and 0 < float(cells[4]) <= 1
+    assert "ms-ssim" not in printed
+    data = json.loads((out / "results.json").read_text())
+    assert {r["metric"] for r in data["bd_rates"]} == {"psnr", "ssim"}
+    with (out / "bd_rate.csv").open() as handle:
+        assert {r["metric"] for r in csv.DictReader(handle)} == {"psnr", "ssim"}

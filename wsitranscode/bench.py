@@ -28,13 +28,14 @@ Protocol (Fischer et al. 2024, arXiv 2412.13137):
 - Reference: the JPEG q80 point (JPEG q80 of the original tiles), marked on every plot.
 - Matched bitrate: each metric's mean interpolated linearly in bpp along each codec's curve at
   0.25, 0.5, 1.0 bpp and at the JPEG q80 bpp (empty outside the measured range).
-- BD-rate (Bjøntegaard, VCEG-M33) of every codec against JPEG on PSNR and on MS-SSIM in dB
-  (-10 log10(1 - MS-SSIM)): log(bpp) as a function of quality is interpolated for both curves,
-  the difference is averaged over the overlapping quality interval, BD-rate = exp(mean) - 1 in
-  percent (negative = fewer bits for the same quality). Interpolation: "pchip" (default; the
-  piecewise cubic Hermite interpolation of the VCEG-AL22 / JVET CTC tools, which does not
-  oscillate with many points) or "cubic" (the original least-squares cubic polynomial; degree
-  n - 1 for fewer than 4 points).
+- BD-rate (Bjøntegaard, VCEG-M33) of every codec against JPEG on each requested metric with a
+  dB quality axis: PSNR, and SSIM and MS-SSIM as -10 log10(1 - value) (LPIPS and the feature
+  similarity have none, so no BD-rate): log(bpp) as a function of quality is interpolated for
+  both curves, the difference is averaged over the overlapping quality interval, BD-rate =
+  exp(mean) - 1 in percent (negative = fewer bits for the same quality). Interpolation:
+  "pchip" (default; the piecewise cubic Hermite interpolation of the VCEG-AL22 / JVET CTC tools,
+  which does not oscillate with many points) or "cubic" (the original least-squares cubic
+  polynomial; degree n - 1 for fewer than 4 points).
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ DEFAULT_METRICS = ("psnr", "ssim", "ms-ssim", "lpips", "feature")
 MATCHED_BPPS = (0.25, 0.5, 1.0)
 REFERENCE_CODEC, REFERENCE_QUALITY = "jpeg", 80
 ANCHOR_CODEC = "jpeg"
-BD_METRICS = ("psnr", "ms-ssim")
+BD_METRICS = ("psnr", "ssim", "ms-ssim")  # the metrics with a dB quality axis for BD-rate
+# The summary entry that stands for each requested metric in tables (features: the pooled layer)
+SUMMARY_NAMES = {"feature": "feature:avgpool"}
 BD_METHODS = ("pchip", "cubic")
 TIMINGS = ("both", "single", "parallel")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs")
@@ -549,7 +552,7 @@ def run_bench(
         tiles=[{"source": t.source, "x": t.x, "y": t.y} for t in tiles],
         points=points,
         reference=reference,
-        bd_rates=bd_rate_table(points, options.bd_method),
+        bd_rates=bd_rate_table(points, options.bd_method, options.metrics),
         matched=matched_table(points, reference),
         notes=notes,
         unavailable=runner.unavailable,
@@ -743,11 +746,22 @@ def _environment(options: BenchOptions) -> dict[str, Any]:
 # Bjøntegaard delta rate and matched-bitrate interpolation
 
 
+def summary_names(metrics: Sequence[str]) -> list[str]:
+    """The summary entries to show for the requested metrics, in their order."""
+    return [SUMMARY_NAMES.get(m, m) for m in metrics]
+
+
+def bd_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
+    """The requested metrics that have a BD-rate (a dB quality axis), in the requested order."""
+    return tuple(m for m in metrics if m in BD_METRICS)
+
+
 def bd_metric_value(metric: str, value: float | None) -> float | None:
-    """The quality axis of the BD integration: PSNR in dB, MS-SSIM as -10 log10(1 - MS-SSIM)."""
+    """The quality axis of the BD integration: PSNR in dB, SSIM and MS-SSIM as
+    -10 log10(1 - value)."""
     if value is None or not math.isfinite(value):
         return None
-    if metric == "ms-ssim":
+    if metric in ("ssim", "ms-ssim"):
         return -10.0 * math.log10(1.0 - value) if value < 1.0 else None
     return value
 
@@ -800,15 +814,17 @@ def _integral(curve: tuple[np.ndarray, np.ndarray], low: float, high: float, met
     return float(np.polyval(antiderivative, high) - np.polyval(antiderivative, low))
 
 
-def bd_rate_table(points: Sequence[dict[str, Any]], method: str) -> list[dict[str, Any]]:
-    """BD-rate of every codec against `ANCHOR_CODEC`, per metric in `BD_METRICS`."""
+def bd_rate_table(
+    points: Sequence[dict[str, Any]], method: str, metrics: Sequence[str] = BD_METRICS
+) -> list[dict[str, Any]]:
+    """BD-rate of every codec against `ANCHOR_CODEC`, per metric of `metrics` that has one."""
     curves = _curves(points)
     anchor = curves.get(ANCHOR_CODEC)
     if anchor is None:
         return []
     rows = []
     for codec, codec_points in curves.items():
-        for metric in BD_METRICS:
+        for metric in bd_metrics(metrics):
             ref = [(p["bpp"], bd_metric_value(metric, _mean(p, metric))) for p in anchor]
             tst = [(p["bpp"], bd_metric_value(metric, _mean(p, metric))) for p in codec_points]
             value = bd_rate(ref, tst, method)

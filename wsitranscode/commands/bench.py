@@ -172,20 +172,36 @@ class _progress:
         self.bar.update(self.task, description=what, completed=done, total=total)
 
 
+METRIC_COLUMNS = {  # requested metric -> (column title, decimals)
+    "psnr": ("PSNR", 2),
+    "ssim": ("SSIM", 4),
+    "ms-ssim": ("MS-SSIM", 4),
+    "lpips": ("LPIPS", 4),
+    "feature": ("feature (avgpool)", 4),
+}
+
+
 def _print_summary(result: Any) -> None:
     from rich.table import Table
 
+    from wsitranscode.bench import summary_names
+
+    requested = [m for m in result.options["metrics"] if m in METRIC_COLUMNS]
     table = Table(title=f"bench, {result.track} track, {len(result.tiles)} tiles")
-    for column in ("codec", "q", "bpp", "PSNR", "MS-SSIM", "enc ms", "dec ms", "enc Mpx/s"):
+    titles = [METRIC_COLUMNS[m][0] for m in requested]
+    for column in ("codec", "q", "bpp", *titles, "enc ms", "dec ms", "enc Mpx/s"):
         table.add_column(column, justify="left" if column == "codec" else "right")
     for p in result.points:
         metrics, timing = p["metrics"], p.get("timing", {})
+        values = [
+            _num(metrics.get(name, {}).get("mean"), METRIC_COLUMNS[m][1])
+            for m, name in zip(requested, summary_names(requested), strict=True)
+        ]
         table.add_row(
             p["codec"],
             str(p["quality"]),
             f"{p['bpp']:.3f}",
-            _num(metrics.get("psnr", {}).get("mean"), 2),
-            _num(metrics.get("ms-ssim", {}).get("mean"), 4),
+            *values,
             _num(timing.get("encode_ms_1t", timing.get("encode_ms_all")), 2),
             _num(timing.get("decode_ms_1t", timing.get("decode_ms_all")), 2),
             _num(timing.get("encode_mpxs_all", timing.get("encode_mpxs_1t")), 2),
