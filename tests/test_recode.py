@@ -287,3 +287,49 @@ def test_overwrite_with_other_options_replaces_the_earlier_series(native_slide, 
     assert not recorded & earlier
     assert (out / "notes.txt").read_text() == "not ours"
     assert len(scan(out).series) == 1  # what validate sees: the new series only
+
+
+def test_bpp_run_records_the_quality_it_chose(native_slide, tmp_path):
+    out = tmp_path / "out"
+    assert _recode(native_slide, out, "jxl", "--bpp", "1.5", "--only", "volume") == 0
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    (series,) = record["series"]
+    chosen = series["rate_control"]["quality"]
+    assert chosen != 85
+    assert series["quality"] == chosen
+    assert [i["quality"] for i in series["instances"]] == [chosen] * len(series["instances"])
+    assert record["options"]["fingerprint"]["quality"] is None  # no fixed --q
+    for path in published_outputs(out):
+        description = pydicom.dcmread(path, stop_before_pixels=True).DerivationDescription
+        assert f"JPEG XL q{chosen} " in description and "chosen for 1.5 bpp" in description
+
+
+def test_fixed_quality_is_recorded_per_series(native_slide, tmp_path):
+    out = tmp_path / "out"
+    assert _recode(native_slide, out, "jxl", "--q", "70", "--only", "volume") == 0
+    (series,) = json.loads((out / RUN_RECORD_NAME).read_text())["series"]
+    assert series["quality"] == 70 and {i["quality"] for i in series["instances"]} == {70}
+
+
+def test_q_and_bpp_together_are_refused(native_slide, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _recode(native_slide, out, "jxl", "--q", "80", "--bpp", "0.5") == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--q" in line and "--bpp" in line
+    assert not (out / RUN_RECORD_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    ("codec", "extra", "why"),
+    [("jxl", ("--lossless",), "--lossless"), ("jxl-recompress", (), "jxl-recompress")],
+)
+def test_q_that_has_no_effect_is_warned_about(wsi_factory, tmp_path, capsys, codec, extra, why):
+    src = wsi_factory("recode-jpeg", transfer_syntax=JPEG_BASELINE, levels=2, label=False)
+    out = tmp_path / "out"
+    assert _recode(src, out, codec, "--q", "60", "--only", "volume", *extra) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1
+    assert "--q" in warnings[0] and "ignored" in warnings[0] and why in warnings[0]
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    assert record["options"]["fingerprint"]["quality"] is None
+    assert json.loads((out / RUN_RECORD_NAME).read_text())["series"][0]["quality"] is None

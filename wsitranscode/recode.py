@@ -95,11 +95,20 @@ class RecodeOptions:
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else default_workers()
 
+    def fixed_quality(self) -> int | None:
+        """The quality every frame is encoded at; None when there is none to name: chosen per
+        slide or tile for --bpp, or without effect (lossless, byte-exact recompression)."""
+        if self.target_bpp is not None:
+            return None
+        if not quality_applies(get_codec(self.codec), self.settings):
+            return None
+        return self.settings.quality
+
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a rerun to resume instead of refusing."""
         return {
             "codec": self.codec,
-            "quality": self.settings.quality,
+            "quality": self.fixed_quality(),
             "lossless": self.settings.lossless,
             "effort": self.settings.effort,
             # where and in what batches the work runs does not change the output
@@ -111,6 +120,21 @@ class RecodeOptions:
         }
 
 
+def quality_applies(codec: Codec, settings: EncodeSettings) -> bool:
+    """Whether `settings.quality` changes what the codec writes: not for lossless settings, nor
+    for a byte-exact recompression of the source frames (jxl-recompress)."""
+    target = codec.target(settings)
+    return target.lossy and not target.compresses_source_bytes
+
+
+def quality_used(codec: Codec, settings: EncodeSettings, options: RecodeOptions) -> int | None:
+    """The quality frames encoded with `settings` get (the --q, or the one chosen for a --bpp
+    target); None where quality has no effect or is chosen tile by tile."""
+    if options.bpp_per_tile or not quality_applies(codec, settings):
+        return None
+    return settings.quality
+
+
 @dataclass
 class InstanceResult:
     source_path: str
@@ -119,6 +143,7 @@ class InstanceResult:
     frames: int
     status: str = "pending"  # ok | done-before | failed
     output_path: str | None = None
+    quality: int | None = None  # what quality_used() says: the one its frames were encoded at
     sop_instance_uid: str | None = None
     bytes_in: int = 0
     bytes_out: int = 0
@@ -149,6 +174,7 @@ class SeriesResult:
     study_instance_uid: str
     status: str = "pending"  # ok | failed | done-before | skipped | interrupted
     note: str | None = None
+    quality: int | None = None  # what every frame was encoded at (--q, or chosen for --bpp)
     new_series_instance_uid: str | None = None
     output_dir: str | None = None
     instances: list[InstanceResult] = field(default_factory=list)
@@ -452,6 +478,19 @@ def _target_for(codec: Codec, settings: EncodeSettings, info: Any) -> TargetEnco
     return target
 
 
+def _describe_rate_control(
+    target: TargetEncoding, codec: Codec, options: RecodeOptions
+) -> TargetEncoding:
+    """Say in the header's descriptions that the quality was chosen for a bitrate target."""
+    if options.target_bpp is None:
+        return target
+    if options.bpp_per_tile:
+        description = f"{codec.name}, quality chosen per tile for {options.target_bpp} bpp"
+    else:
+        description = f"{target.description}, quality chosen for {options.target_bpp} bpp"
+    return replace(target, description=description)
+
+
 def _check_codec_accepts(codec: Codec, info: Any, path: Path) -> None:
     reason = codec.unsupported_pixels(info.samples_per_pixel, info.bits_stored)
     if reason:
@@ -487,18 +526,14 @@ def recode_instance(
         flavor=inst.flavor,
         frames=inst.number_of_frames,
         bytes_in=inst.file_size,
+        quality=quality_used(codec, settings, options),
     )
     started = time.perf_counter()
     out_path = staging_dir / plan.output_name
     # the workers' cached reader: the header is parsed once per file, not once more here
     reader = open_reader(str(inst.path))
     info = PixelInfo.from_dataset(reader.header)
-    target = _target_for(codec, settings, info)
-    if options.bpp_per_tile:
-        target = replace(
-            target,
-            description=f"{codec.name}, quality chosen per tile for {options.target_bpp} bpp",
-        )
+    target = _describe_rate_control(_target_for(codec, settings, info), codec, options)
     _check_codec_accepts(codec, info, inst.path)
     header, repairs = derive_header(
         reader.header,
@@ -704,6 +739,7 @@ class SeriesRecoder:
                 )
             shutil.rmtree(final_dir)
         self.settings = self._series_settings()
+        self.result.quality = quality_used(run.codec, self.settings, run.options)
         self.staging = run.output / (STAGING_PREFIX + new_uid)
         self.staging.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(self.staging, {plan.output_name for plan in plans})
@@ -785,6 +821,8 @@ class SeriesRecoder:
                 return False
             rows.append(row)
         self.result.instances = [_instance_from_row(r) for r in rows]
+        qualities = {i.quality for i in self.result.instances}
+        self.result.quality = qualities.pop() if len(qualities) == 1 else None
         self.result.rate_control = self.run.recorded_rate_control.get(self.series.uid)
         self.result.status = "done-before"
         self.run.progress.advance(self.series.uid, sum(p.instance.number_of_frames for p in plans))

@@ -26,6 +26,8 @@ from wsitranscode.commands import (
     print_json,
 )
 
+DEFAULT_QUALITY = 85  # --q when neither --q nor --bpp is given
+
 QUALITY_HELP = (
     "quality 0-100, higher is better; the same q gives about the fidelity libjpeg reaches at "
     "that quality, whatever the codec (each codec's mapping: docs/usage.md)"
@@ -47,7 +49,11 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         help="target codec (required unless --model names a trained model: then `neural`)",
     )
     p.add_argument(
-        "--q", type=_quality, default=85, metavar="Q", help=QUALITY_HELP + " (default 85)"
+        "--q",
+        type=_quality,
+        default=None,
+        metavar="Q",
+        help=QUALITY_HELP + f" (default {DEFAULT_QUALITY}; not with --bpp)",
     )
     p.add_argument("--lossless", action="store_true", help="lossless mode (jxl, j2k, htj2k, webp)")
     p.add_argument(
@@ -110,23 +116,36 @@ def _quality(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from wsitranscode.recode import open_run
+
+    options = recode_options(args)  # usage errors before any progress is drawn
+    _warn_if_quality_ignored(args, options)
+    with open_run(args.input, args.output, options) as job, RichProgress() as progress:
+        result = job.execute(progress, on_scanned=progress.scanned)
+    return report_outcome(result, args.json)
+
+
+def recode_options(args: argparse.Namespace) -> Any:
+    """RecodeOptions from the command line; UsageError for combinations that make no sense."""
     from wsitranscode.codecs.base import EncodeSettings
     from wsitranscode.errors import UsageError
+    from wsitranscode.recode import DEFAULT_MIN_PSNR, RecodeOptions
 
     if args.codec is None:
         if args.model is None:
             raise UsageError("choose a codec with --codec (or a trained model with --model)")
         args.codec = "neural"
+    if args.q is not None and args.bpp is not None:
+        raise UsageError("--q and --bpp exclude each other: --bpp chooses the quality itself")
     if args.bpp_per_tile and args.bpp is None:
         raise UsageError("--bpp-per-tile needs --bpp")
     if args.bpp is not None and (args.bpp <= 0 or args.lossless):
         raise UsageError("--bpp needs a positive target and a lossy codec (not --lossless)")
-    from wsitranscode.recode import DEFAULT_MIN_PSNR, RecodeOptions, open_run
-
-    options = RecodeOptions(
+    quality = DEFAULT_QUALITY if args.q is None else args.q
+    return RecodeOptions(
         codec=args.codec,
         settings=EncodeSettings(
-            quality=args.q, lossless=args.lossless, effort=args.effort, extra=codec_extra(args)
+            quality=quality, lossless=args.lossless, effort=args.effort, extra=codec_extra(args)
         ),
         workers=args.workers,
         executor=args.executor,
@@ -139,10 +158,20 @@ def run(args: argparse.Namespace) -> int:
         only=args.only,
         min_psnr=DEFAULT_MIN_PSNR if args.min_psnr is None else args.min_psnr,
     )
-    # open_run raises every usage error (a busy OUT, other options) before progress is drawn
-    with open_run(args.input, args.output, options) as job, RichProgress() as progress:
-        result = job.execute(progress, on_scanned=progress.scanned)
-    return report_outcome(result, args.json)
+
+
+def _warn_if_quality_ignored(args: argparse.Namespace, options: Any) -> None:
+    """--q given where the output does not depend on it: say so rather than ignore it quietly."""
+    from wsitranscode.codecs.base import get_codec
+    from wsitranscode.recode import quality_applies
+
+    if args.q is None:
+        return
+    codec = get_codec(options.codec)
+    if quality_applies(codec, options.settings):
+        return
+    why = "with --lossless" if args.lossless else f"by {codec.name}: it keeps the source frames"
+    console_err().print(f"[yellow]warning:[/] --q {args.q} is ignored {why}", soft_wrap=True)
 
 
 def report_outcome(result: Any, as_json: bool) -> int:
