@@ -83,4 +83,7 @@ def test_an_undecodable_frame_is_one_error(three_series, recoded, tmp_path, caps
     (spoiled_series,) = [s for s in data["series"] if s["errors"]]
     assert spoiled_series["metrics"]["psnr"]["n"] > 0  # the other tiles were still measured
     assert any("cross level-0 frames that did not decode" in n for n in spoiled_series["notes"])
-    assert re.search(r"│ 1 +│", capsys.readouterr().out)  # the errors column
+    printed = capsys.readouterr()
+    assert re.search(r"│ 1 +│", printed.out)  # the errors column
+    (line,) = printed.err.splitlines()  # one line, however long, never wrapped
+    assert line.startswith("error: ") and line.endswith(errors[0])

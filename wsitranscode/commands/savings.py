@@ -94,5 +94,7 @@ def run(args: argparse.Namespace) -> int:
         f"(saves {result.saved_per_year:,.0f})"
     )
     for note in result.notes:
-        console_err().print(f"[yellow]note:[/] {note}", markup=True, highlight=False)
+        console_err().print(
+            f"[yellow]note:[/] {note}", markup=True, highlight=False, soft_wrap=True
+        )
     return 0

@@ -103,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(data, paths)
     for line in report.all_errors():
-        console_err().print(f"[bold red]error:[/] {line}", markup=True, highlight=False)
+        console_err().print(
+            f"[bold red]error:[/] {line}", markup=True, highlight=False, soft_wrap=True
+        )
     return 0 if report.ok else 1
 
 
@@ -127,7 +129,9 @@ def _print_summary(data: dict[str, Any], paths: dict[str, Path]) -> None:
         table.add_row(*_summary_row(s))
     console_out().print(table)
     for note in distinct_notes(data["series"]):
-        console_err().print(f"[yellow]note:[/] {note}", markup=True, highlight=False)
+        console_err().print(
+            f"[yellow]note:[/] {note}", markup=True, highlight=False, soft_wrap=True
+        )
     console_out().print(f"report: {paths['html']}")
 
 
