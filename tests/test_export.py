@@ -64,3 +64,11 @@ def test_standard_series_are_skipped(wsi_factory, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert [s["status"] for s in result["series"]] == ["skipped"]
     assert not published_outputs(out)
+
+
+def test_summary_table_is_titled_export(wsi_factory, tmp_path, capsys):
+    src = wsi_factory("export-src", transfer_syntax=EXPLICIT, levels=2, label=True)
+    out = tmp_path / "out"
+    assert main(["export", str(src), "-o", str(out), "--codec", "jxl"]) == 0
+    printed = capsys.readouterr().out
+    assert f"export → {out}" in printed and "recode →" not in printed

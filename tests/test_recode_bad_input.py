@@ -171,3 +171,49 @@ def test_full_disk_leaves_nothing_partial(batch, tiny_disk, capsys):
     ok_dirs = {s["output_dir"] for s in result["series"] if s["status"] == "ok"}
     assert {p.name for p in out.iterdir() if p.is_dir()} == ok_dirs
     assert tree_hashes(batch) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (("--workers", "-1"), "--workers"),
+        (("--workers", "0"), "--workers"),
+        (("--batch-frames", "0"), "--batch-frames"),
+        (("--q", "85.5"), "--q"),
+        (("--q", "101"), "--q"),
+    ],
+)
+def test_bad_numbers_are_usage_errors_naming_the_option(batch, tmp_path, capsys, args, names):
+    out = tmp_path / "out"
+    assert main(["recode", str(batch), "-o", str(out), "--codec", "jxl", *args]) == 2
+    err = capsys.readouterr().err
+    assert names in err and args[1] in err
+    assert "_quality" not in err and "invalid" not in err
+    assert not out.exists()
+
+
+def test_other_options_say_which_option_differs(batch, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run(batch, out, "--only", "volume")[0] == 0
+    capsys.readouterr()
+    code, _ = _run(batch, out, "--only", "volume", "--q", "60", "--effort", "3")
+    assert code == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()  # no progress drawn before the usage error
+    assert "all series" not in captured.err + captured.out
+    assert "{" not in line
+    assert "--q 85 there, 60 now" in line and "--effort" in line and "--overwrite" in line
+
+
+def test_failed_series_shows_its_input_size(batch, tmp_path, capsys):
+    victim = _first_file(batch / "spoiled")
+    twin = victim.with_name("twin.dcm")
+    shutil.copy(victim, twin)
+    _rewrite(twin, lambda ds: setattr(ds, "StudyInstanceUID", pydicom.uid.generate_uid()))
+    size = sum(p.stat().st_size for p in (batch / "spoiled").rglob("*.dcm"))
+    code = main(["recode", str(batch), "-o", str(tmp_path / "out"), "--codec", "jxl"])
+    assert code == 1
+    rows = [line for line in capsys.readouterr().out.splitlines() if " failed " in line]
+    (row,) = rows
+    cells = [cell.strip() for cell in row.split("│")]
+    assert f"{size / 1e6:.2f}" in cells

@@ -135,6 +135,56 @@ def quality_used(codec: Codec, settings: EncodeSettings, options: RecodeOptions)
     return settings.quality
 
 
+# What each fingerprint entry is called on the command line, for "which option differs".
+_OPTION_NAMES = {
+    "codec": "--codec",
+    "quality": "--q",
+    "lossless": "--lossless",
+    "effort": "--effort",
+    "extra": "--weights/--model",
+    "only": "--only",
+    "export": "export (the command)",
+    "target_bpp": "--bpp",
+    "bpp_per_tile": "--bpp-per-tile",
+}
+
+
+def option_differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Each option in which two fingerprints differ, as "--q 85 there, 60 now"."""
+    keys = [*wanted, *(k for k in recorded if k not in wanted)]
+    return [
+        f"{_OPTION_NAMES.get(k, k)} {_shown(recorded.get(k))} there, {_shown(wanted.get(k))} now"
+        for k in keys
+        if recorded.get(k) != wanted.get(k)
+    ]
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def check_options(options: RecodeOptions) -> None:
+    """Refuse options that cannot work before anything in OUT is touched."""
+    for name, value in (
+        ("workers", options.workers),
+        ("batch_frames", options.batch_frames),
+        ("series_in_flight", options.series_in_flight),
+    ):
+        if value < 0:
+            raise UsageError(f"{name} must be 0 (automatic) or a positive number, not {value}")
+    if options.bpp_per_tile and options.target_bpp is None:
+        raise UsageError("--bpp-per-tile needs --bpp")
+    bpp = options.target_bpp
+    if bpp is not None and (not (bpp > 0 and math.isfinite(bpp)) or options.settings.lossless):
+        raise UsageError("--bpp needs a positive target and a lossy codec (not --lossless)")
+
+
 @dataclass
 class InstanceResult:
     source_path: str
@@ -175,6 +225,7 @@ class SeriesResult:
     status: str = "pending"  # ok | failed | done-before | skipped | interrupted
     note: str | None = None
     quality: int | None = None  # what every frame was encoded at (--q, or chosen for --bpp)
+    input_bytes: int = 0  # the source files to recode, known before any work (failed series too)
     new_series_instance_uid: str | None = None
     output_dir: str | None = None
     instances: list[InstanceResult] = field(default_factory=list)
@@ -681,6 +732,7 @@ class SeriesRecoder:
             series_instance_uid=series.uid,
             patient_id=str(series.patient_id or ""),
             study_instance_uid=str(series.study_uid or ""),
+            input_bytes=sum(i.file_size for i in selected_instances(series, run.options.only)),
         )
         self.staging: Path | None = None
         self.settings = run.options.settings
@@ -934,10 +986,14 @@ class RecodeRun:
             self.created = self.record.created() or self.created
 
     def _check_same_options(self) -> None:
-        if self.record.fingerprint() != self.options.fingerprint():
+        differences = option_differences(
+            self.record.fingerprint() or {}, self.options.fingerprint()
+        )
+        if differences:
             raise UsageError(
-                f"{self.output} holds a run with other options ({self.record.fingerprint()}); "
-                "use another output folder or --overwrite"
+                f"{self.output} holds a run with other options ({'; '.join(differences)}); rerun "
+                "with its options to resume it, choose another output folder, or add --overwrite "
+                "to replace its output"
             )
 
     def _replace_earlier_run(self) -> None:
@@ -1096,6 +1152,7 @@ def open_run(input_path: Path, output: Path, options: RecodeOptions) -> Iterator
     """Check the options and paths, lock OUT and read (or, with overwrite, replace) its run
     record: every usage error is raised here, before any work. OUT stays locked inside."""
     input_path, output = Path(input_path), Path(output)
+    check_options(options)
     check_paths(input_path, output)
     output.mkdir(parents=True, exist_ok=True)
     with exclusive_output(output):

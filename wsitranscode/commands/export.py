@@ -15,7 +15,7 @@ STANDARD_CODECS = ("jxl", "j2k", "htj2k", "jpeg")
 
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
-    from wsitranscode.commands.recode import QUALITY_HELP, _quality
+    from wsitranscode.commands.recode import QUALITY_HELP, _quality, positive_int
 
     p = sub.add_parser(name, help=help_text, description=__doc__.splitlines()[0])
     p.add_argument("input", type=Path, help="folder with series in a private transfer syntax")
@@ -28,7 +28,9 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     quality.add_argument(
         "--lossless", action="store_true", help="add no further loss (larger files)"
     )
-    p.add_argument("--workers", type=int, default=0, help="threads (default: all cores)")
+    p.add_argument(
+        "--workers", type=positive_int, default=0, metavar="N", help="threads (default: all cores)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace earlier output")
     p.add_argument("--json", action="store_true", help="print the run result as JSON on stdout")
 
@@ -47,4 +49,4 @@ def run(args: argparse.Namespace) -> int:
     )
     with open_run(args.input, args.output, options) as job, RichProgress() as progress:
         result = job.execute(progress, on_scanned=progress.scanned)
-    return report_outcome(result, args.json)
+    return report_outcome(result, args.json, command="export")

@@ -63,7 +63,11 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         help="encoder effort: JPEG XL 1-9 (default 5, lossless 7), WebP method 0-6 (default 4)",
     )
     p.add_argument(
-        "--workers", type=int, default=0, help="threads for decode/encode (default: all cores)"
+        "--workers",
+        type=positive_int,
+        default=0,
+        metavar="N",
+        help="threads for decode/encode (default: all cores)",
     )
     p.add_argument("--only", choices=["volume"], default=None, help="recode only VOLUME instances")
     p.add_argument(
@@ -95,7 +99,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     run_on = add_executor_arguments(p, "frame batches")
     run_on.add_argument(
         "--batch-frames",
-        type=int,
+        type=positive_int,
         default=0,
         metavar="N",
         help="frames per task (default: the executor's)",
@@ -104,15 +108,24 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
     neural.add_argument("--weights", type=Path, default=None, help="local weights file")
     neural.add_argument("--model", type=Path, default=None, help="a model made by `train`")
     neural.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
-    neural.add_argument("--batch-size", type=int, default=None, help="tiles per network batch")
+    neural.add_argument(
+        "--batch-size", type=positive_int, default=None, help="tiles per network batch"
+    )
     p.add_argument("--json", action="store_true", help="print the run result as JSON on stdout")
 
 
 def _quality(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError("quality must be between 0 and 100")
-    return value
+    """argparse type of --q (its name would show in argparse's default message)."""
+    if not (text.isdigit() and 0 <= int(text) <= 100):
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 100, not {text!r}")
+    return int(text)
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts such as --workers and --batch-frames."""
+    if not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
+    return int(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     _warn_if_quality_ignored(args, options)
     with open_run(args.input, args.output, options) as job, RichProgress() as progress:
         result = job.execute(progress, on_scanned=progress.scanned)
-    return report_outcome(result, args.json)
+    return report_outcome(result, args.json, command="recode")
 
 
 def recode_options(args: argparse.Namespace) -> Any:
@@ -137,10 +150,6 @@ def recode_options(args: argparse.Namespace) -> Any:
         args.codec = "neural"
     if args.q is not None and args.bpp is not None:
         raise UsageError("--q and --bpp exclude each other: --bpp chooses the quality itself")
-    if args.bpp_per_tile and args.bpp is None:
-        raise UsageError("--bpp-per-tile needs --bpp")
-    if args.bpp is not None and (args.bpp <= 0 or args.lossless):
-        raise UsageError("--bpp needs a positive target and a lossy codec (not --lossless)")
     quality = DEFAULT_QUALITY if args.q is None else args.q
     return RecodeOptions(
         codec=args.codec,
@@ -174,7 +183,7 @@ def _warn_if_quality_ignored(args: argparse.Namespace, options: Any) -> None:
     console_err().print(f"[yellow]warning:[/] --q {args.q} is ignored {why}", soft_wrap=True)
 
 
-def report_outcome(result: Any, as_json: bool) -> int:
+def report_outcome(result: Any, as_json: bool, command: str) -> int:
     """Notes, warnings and failures on stderr; the table or JSON on stdout; the exit code."""
     for note in result.notes:
         console_err().print(f"note: {note}", soft_wrap=True)
@@ -183,7 +192,7 @@ def report_outcome(result: Any, as_json: bool) -> int:
     if as_json:
         print_json(result.to_json())
     else:
-        print_summary(result)
+        print_summary(result, command)
     for series in result.failed:
         console_err().print(
             f"[bold red]failed:[/] series {series.series_instance_uid}: {series.error}",
@@ -251,8 +260,8 @@ class RichProgress:
                 self.progress.update(task_id, description=f"series …{series_uid[-12:]} {status}")
 
 
-def print_summary(result: Any) -> None:
-    table = Table(title=f"recode → {result.output}", show_lines=False)
+def print_summary(result: Any, command: str) -> None:
+    table = Table(title=f"{command} → {result.output}", show_lines=False)
     for col in (
         "series",
         "patient",
@@ -276,7 +285,7 @@ def print_summary(result: Any) -> None:
             s.patient_id,
             _status(s.status),
             str(len(s.instances)),
-            _fmt(summ["bytes_in"] / 1e6, "{:.2f}"),
+            _fmt(s.input_bytes / 1e6, "{:.2f}"),
             _fmt(summ["bytes_out"] / 1e6, "{:.2f}"),
             _fmt(summ["ratio"], "{:.1f}×"),
             _fmt(summ["bpp"], "{:.3f}"),
