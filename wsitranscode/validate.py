@@ -816,11 +816,9 @@ class _FrameOutcome:
     error: str | None = None
 
     def set_fidelity(self, measured: Fidelity) -> None:
-        self.exact, self.psnr, self.max_abs_error = (
-            measured.exact,
-            measured.psnr,
-            measured.max_abs_error,
-        )
+        self.exact = measured.exact
+        self.psnr = measured.psnr
+        self.max_abs_error = measured.max_abs_error
 
 
 class _FrameComparer:
@@ -1042,14 +1040,18 @@ def _measure_sampled_tiles(
             try:
                 original = originals.native_region(s.x, s.y, size, size)
                 recoded = recodeds.native_region(s.x, s.y, size, size)
+                measured = fidelity(original, recoded, bits)
             except WsiTranscodeError as err:
                 _add_error_once(result, err.one_line())
+                continue
+            except ValueError as err:  # source samples above 2^BitsStored - 1
+                _add_error_once(result, f"{level0.instances[0].path}: {err}")
                 continue
             tile = TileResult(
                 result.recoded_series_uid, "sample", 0, str(recoded_level0[0].path), None, s.x,
                 s.y, size, size,
             )  # fmt: skip
-            _set_fidelity_values(tile, fidelity(original, recoded, bits), options.metrics)
+            _set_fidelity_values(tile, measured, options.metrics)
             collector.add(tile, (to_rgb8(original, bits), to_rgb8(recoded, bits)))
     finally:
         originals.close()
