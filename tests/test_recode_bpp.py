@@ -55,6 +55,52 @@ def test_per_tile_targeting_records_the_qualities(slide, tmp_path):
     level0 = series["instances"][0]
     q = level0["tile_quality"]
     assert 0 <= q["min"] <= q["median"] <= q["max"] <= 100
+    label = f"webp q{q['min']}-{q['max']} per tile for 1 bpp"
+    assert _labels(slide, out, tmp_path) == [label, label]
+
+
+def _labels(slide, out, tmp_path) -> list[str]:
+    """How validate and report name the one recoded series."""
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert (
+            main(
+                [
+                    "validate",
+                    str(slide),
+                    str(out),
+                    "-o",
+                    str(tmp_path / "v"),
+                    "--sample",
+                    "1",
+                    "--metrics",
+                    "psnr",
+                    "--no-dciodvfy",
+                    "--workers",
+                    "2",
+                    "--json",
+                ]
+            )
+            == 0
+        )
+    (checked,) = json.loads(printed.getvalue())["series"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["report", str(out), "-o", str(tmp_path / "r"), "--json"]) == 0
+    (aggregated,) = json.loads(printed.getvalue())["series"]
+    return [checked["label"], aggregated["label"]]
+
+
+def test_a_bitrate_run_is_named_by_the_quality_it_chose(slide, tmp_path):
+    out = tmp_path / "out"
+    assert main(["recode", str(slide), "-o", str(out), "--codec", "jxl", "--bpp", "0.8",
+                 "--only", "volume"]) == 0  # fmt: skip
+    (series,) = json.loads((out / RUN_RECORD_NAME).read_text())["series"]
+    label = f"jxl q{series['rate_control']['quality']} for 0.8 bpp"
+    assert _labels(slide, out, tmp_path) == [label, label]
 
 
 def test_unreachable_target_is_a_clear_error(slide, tmp_path, capsys):

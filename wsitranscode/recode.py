@@ -135,6 +135,29 @@ def quality_used(codec: Codec, settings: EncodeSettings, options: RecodeOptions)
     return settings.quality
 
 
+def run_label(fingerprint: dict[str, Any], row: dict[str, Any]) -> str | None:
+    """How a recoded series is named in tables: `jxl q85`, `jxl lossless`, `jxl-recompress`,
+    `jxl q52 for 0.5 bpp`, `jxl q40-61 per tile for 0.5 bpp`. `row` is the run record's series
+    or instance row (its `quality` is the one used; records before it existed have only the
+    fingerprint's)."""
+    codec = fingerprint.get("codec")
+    if not codec:
+        return None
+    if fingerprint.get("lossless"):
+        return f"{codec} lossless"
+    bpp = fingerprint.get("target_bpp")
+    for_bpp = f" for {bpp:g} bpp" if bpp is not None else ""
+    tiles = row.get("tile_quality") or next(
+        (i["tile_quality"] for i in row.get("instances", []) if i.get("tile_quality")), None
+    )
+    if tiles:
+        return f"{codec} q{tiles['min']}-{tiles['max']} per tile{for_bpp}"
+    quality = row.get("quality", fingerprint.get("quality"))
+    if quality is None:
+        return codec if bpp is None else f"{codec}{for_bpp}"
+    return f"{codec} q{quality}{for_bpp}"
+
+
 # What each fingerprint entry is called on the command line, for "which option differs".
 _OPTION_NAMES = {
     "codec": "--codec",

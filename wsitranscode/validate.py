@@ -418,20 +418,20 @@ def eight_bit_copy_note(names: Sequence[str], bits_stored: int | None) -> str:
 
 
 def _label(header: Any, run_info: dict[str, dict[str, Any]], source: Any, name_of: Any) -> str:
-    run = run_info.get(source.sop_instance_uid, {}).get("_run_options") or {}
-    syntax = name_of(str(header.file_meta.TransferSyntaxUID))
-    if run.get("codec"):
-        quality = "lossless" if run.get("lossless") else f"q{run.get('quality')}"
-        return f"{run['codec']} {quality}"
-    return syntax
+    from wsitranscode.recode import run_label
+
+    row = run_info.get(source.sop_instance_uid, {})
+    label = run_label(row.get("_run_options") or {}, row)
+    return label or name_of(str(header.file_meta.TransferSyntaxUID))
 
 
 def _fill_codec(result: SeriesValidation, run_info: dict[str, dict[str, Any]], pairs) -> None:
     for _, _, source in pairs:
-        run = run_info.get(source.sop_instance_uid, {}).get("_run_options")
+        row = run_info.get(source.sop_instance_uid, {})
+        run = row.get("_run_options")
         if run:
             result.codec = run.get("codec")
-            result.quality = None if run.get("lossless") else run.get("quality")
+            result.quality = None if run.get("lossless") else row.get("quality", run.get("quality"))
             return
 
 

@@ -250,6 +250,8 @@ def _from_run_record(record: dict[str, Any], folder: Path) -> dict[str, Any]:
 def _run_record_series(
     item: dict[str, Any], options: dict[str, Any], folder: Path
 ) -> dict[str, Any]:
+    from wsitranscode.recode import run_label
+
     summary = item.get("summary", {})
     instances = item.get("instances", [])
     before, after = summary.get("bytes_in") or 0, summary.get("bytes_out") or 0
@@ -259,9 +261,9 @@ def _run_record_series(
     series = {
         "run": str(folder),
         "status": item.get("status") or "",
-        "label": _run_label(options),
+        "label": run_label(options, item) or "?",
         "codec": options.get("codec"),
-        "quality": None if options.get("lossless") else options.get("quality"),
+        "quality": None if options.get("lossless") else item.get("quality", options.get("quality")),
         "source_series_uid": item.get("series_instance_uid"),
         "recoded_series_uid": item.get("new_series_instance_uid"),
         "source_paths": [i["source_path"] for i in instances if i.get("source_path")],
@@ -322,8 +324,3 @@ def _copy_images(series: dict[str, Any], source: Path, out_dir: Path, prefix: st
         tile["files"] = {kind: copy(name) for kind, name in tile.get("files", {}).items()}
         worst.append(tile)
     series["worst_tiles"] = worst
-
-
-def _run_label(options: dict[str, Any]) -> str:
-    codec = options.get("codec") or "?"
-    return f"{codec} lossless" if options.get("lossless") else f"{codec} q{options.get('quality')}"
