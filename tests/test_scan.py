@@ -368,3 +368,33 @@ def test_damaged_files_are_instances_problems_or_skipped(tmp_path: Path) -> None
             kinds.add("unreadable")
             assert found.path == path
     assert {"skipped", "problems", "instance"} <= kinds
+
+
+def test_a_recode_output_read_as_input_shows_only_its_published_series(tmp_path: Path) -> None:
+    """validate, export and ls read recode outputs: the run record and the lock are ours, not
+    'non-WSI files', and an interrupted run's staging folder is not read as a second copy."""
+    from tests.dicom_checks import published_outputs
+    from wsitranscode.codecs.base import EncodeSettings
+    from wsitranscode.layout import LOCK_NAME, RUN_RECORD_NAME, STAGING_PREFIX
+    from wsitranscode.recode import RecodeOptions, recode
+
+    _write_slide(tmp_path / "in")
+    out = tmp_path / "out"
+    assert (
+        recode(
+            tmp_path / "in", out, RecodeOptions("jxl", EncodeSettings(lossless=True))
+        ).exit_code()
+        == 0
+    )
+    (published,) = {p.parent for p in published_outputs(out)}
+    shutil.copytree(published, out / (STAGING_PREFIX + published.name))
+    (out / LOCK_NAME).write_text("")
+    assert (out / RUN_RECORD_NAME).is_file()
+
+    result = scan(out)
+    (series,) = result.series
+    assert {i.path.parent for i in series.instances} == {published}
+    assert [(s.path.name, s.reason) for s in result.skipped] == [
+        (STAGING_PREFIX + published.name,
+         "staging folder of an unfinished wsitranscode run: not read")
+    ]  # fmt: skip

@@ -40,6 +40,7 @@ from wsitranscode.errors import (
     WsiTranscodeError,
 )
 from wsitranscode.execute import default_workers, make_executor, run_ordered
+from wsitranscode.layout import LOCK_NAME, RUN_RECORD_NAME, STAGING_PREFIX
 from wsitranscode.pipeline import (
     FrameBatch,
     FrameOutcome,
@@ -48,10 +49,7 @@ from wsitranscode.pipeline import (
     psnr_from_mse,
 )
 
-RUN_RECORD_NAME = "wsitranscode-run.json"
 RUN_RECORD_VERSION = 1
-STAGING_PREFIX = ".partial-"
-LOCK_NAME = ".wsitranscode.lock"
 DEFAULT_MIN_PSNR = 20.0  # below this a lossy frame is treated as corrupt (wrong colour space, say)
 
 

@@ -37,6 +37,7 @@ from pydicom.filereader import read_partial
 from pydicom.uid import UID
 
 from wsitranscode.errors import InvalidInputError, WsiTranscodeError
+from wsitranscode.layout import OWN_FILES, STAGING_PREFIX
 
 VL_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 MEDIA_STORAGE_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -307,12 +308,17 @@ def _walk(root: Path, follow_symlinks: bool) -> Iterator[tuple[Path, str | None]
         seen.add(real)
         here = Path(dirpath)
         dirnames.sort()
+        for name in [d for d in dirnames if d.startswith(STAGING_PREFIX)]:
+            yield here / name, "staging folder of an unfinished wsitranscode run: not read"
+            dirnames.remove(name)
         if not follow_symlinks:
             for name in [d for d in dirnames if (here / d).is_symlink()]:
                 yield here / name, "symbolic link: folder not followed (use follow_symlinks)"
                 dirnames.remove(name)
         for name in sorted(filenames):
             file_path = here / name
+            if name in OWN_FILES:  # a recode output read as input: its record and lock
+                continue
             if file_path.is_symlink() and not follow_symlinks:
                 yield file_path, "symbolic link: not followed (use follow_symlinks)"
             elif file_path.is_file():
