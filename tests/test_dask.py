@@ -275,3 +275,47 @@ def test_bench_points_coded_on_dask_equal_the_local_ones(cluster, tmp_path):
     local = run("local")
     assert len(local) == 4
     assert run("dask", cluster.scheduler_address) == local
+
+
+def test_cancel_pending_cancels_queued_and_running_tasks_without_waiting():
+    import time
+
+    from wsitranscode.dask_executor import DaskExecutor
+    from wsitranscode.errors import WsiTranscodeError
+
+    def wait_until(condition, seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    executor = DaskExecutor(None, workers=1)  # one worker thread: all but one task stay queued
+    try:
+        # finished tasks leave the executor's bookkeeping: a long run holds no finished futures
+        assert [executor.submit(abs, -i).result() for i in range(20)] == list(range(20))
+        wait_until(lambda: not executor._unfinished)
+
+        futures = [executor.submit(time.sleep, 30) for _ in range(12)]
+        wait_until(lambda: any(executor.client.processing().values()))  # the first one runs
+        started = time.monotonic()
+        executor.cancel_pending()
+        for future in futures:
+            with pytest.raises(WsiTranscodeError, match="cancelled") as caught:
+                future.result()
+            assert "\n" not in str(caught.value)
+        assert time.monotonic() - started < 10  # none of the 30 s tasks was waited for
+        assert all(f.future.cancelled() for f in futures)
+        assert not executor._unfinished
+        with pytest.raises(RuntimeError, match="cancel_pending"):
+            executor.submit(abs, -1)
+        # the scheduler forgets them: nothing is left to run once the worker is free
+        wait_until(lambda: not executor.client.run_on_scheduler(_scheduler_task_count))
+    finally:
+        started = time.monotonic()
+        executor.close()  # the worker is still inside a cancelled sleep: close does not wait
+    assert time.monotonic() - started < 20
+    assert executor.client.status == "closed"
+
+
+def _scheduler_task_count(dask_scheduler) -> int:
+    return len(dask_scheduler.tasks)

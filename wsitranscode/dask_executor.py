@@ -15,11 +15,16 @@ Where the cluster comes from, first match wins:
 Losing a worker is survived by Dask itself: the scheduler reruns the lost worker's tasks elsewhere
 (up to `distributed.scheduler.allowed-failures` times per task). Errors raised by a task (a frame
 that does not decode) are not retried: they come back from `.result()` as they were raised.
+
+`cancel_pending()` (what a recode stopped by Ctrl-C calls) cancels every task submitted and not
+yet finished, queued or running, in one message to the scheduler: the client waits for none of
+them (a worker thread already inside a cancelled task finishes it, and its result is dropped).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +57,11 @@ class DaskExecutor:
         distributed = _import_distributed()
         self.batch_frames = batch_frames
         self._cluster: Any = None
+        # the futures submitted and not yet finished, for cancel_pending(); each leaves the set
+        # when it finishes (a done callback), so a long run holds no finished task's result
+        self._lock = threading.Lock()
+        self._unfinished: set[Any] = set()
+        self._cancelled = False
         self.client = self._connect(distributed, scheduler, workers)
         try:
             self.workers = self._total_threads()
@@ -98,8 +108,29 @@ class DaskExecutor:
         return max(sum(self.client.nthreads().values()), 1)
 
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> BatchFuture:
-        # pure=False: every batch is its own task, never deduplicated with another run's
-        return BatchFuture(self.client.submit(fn, arg, pure=False), arg)
+        with self._lock:
+            if self._cancelled:
+                raise RuntimeError("cannot submit a batch after cancel_pending()")
+            # pure=False: every batch is its own task, never deduplicated with another run's
+            future = self.client.submit(fn, arg, pure=False)
+            self._unfinished.add(future)
+        # called at once if already finished; otherwise on Dask's callback thread
+        future.add_done_callback(self._finished)
+        return BatchFuture(future, arg)
+
+    def _finished(self, future: Any) -> None:
+        with self._lock:
+            self._unfinished.discard(future)
+
+    def cancel_pending(self) -> None:
+        """Cancel every task submitted and not yet finished; later submits raise RuntimeError.
+        Their futures' `.result()` then raises (WsiTranscodeError), without waiting."""
+        with self._lock:
+            self._cancelled = True
+            unfinished = [f for f in self._unfinished if not f.done()]
+            self._unfinished.clear()
+        if unfinished:
+            self.client.cancel(unfinished)
 
     def worker_pids(self) -> dict[str, int]:
         """Process id of each worker (tests kill one to check that its tasks are rerun)."""
@@ -120,8 +151,8 @@ class BatchFuture:
     """A Dask future whose cluster-side failures come back as one-line errors naming the batch.
 
     A task that kills every worker it runs on (`KilledWorker`: a decoder crash or the memory
-    limit, `allowed-failures` + 1 times) and a task cancelled because the scheduler went away
-    would otherwise reach the user as a traceback.
+    limit, `allowed-failures` + 1 times) and a task cancelled (the scheduler went away, or
+    `cancel_pending()`) would otherwise reach the user as a traceback.
     """
 
     def __init__(self, future: Any, arg: Any):
@@ -143,7 +174,7 @@ class BatchFuture:
             ) from err
         except CancelledError as err:
             raise WsiTranscodeError(
-                f"{self._frames()}: the Dask scheduler cancelled the task (scheduler lost?); "
+                f"{self._frames()}: the Dask task was cancelled (run stopped, or scheduler lost); "
                 "rerun to resume",
                 path=getattr(self.arg, "path", None),
             ) from err

@@ -2,8 +2,8 @@
 
 Every executor has the same small surface: `submit(fn, arg)` returns a future with `.result()`,
 `workers` says how many batches may usefully run at once, `batch_frames` how many frames a batch
-should hold (larger where each task costs a round trip), and `close()`. Optionally
-`cancel_pending()`: drop the tasks not yet started (the local pools have it).
+should hold (larger where each task costs a round trip), `cancel_pending()` (what a run stopped
+by Ctrl-C calls: the queued tasks are dropped, later submits raise RuntimeError) and `close()`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class Executor(Protocol):
     batch_frames: int
 
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> Any: ...
+    def cancel_pending(self) -> None: ...
     def close(self) -> None: ...
 
 
