@@ -333,3 +333,45 @@ def test_q_that_has_no_effect_is_warned_about(wsi_factory, tmp_path, capsys, cod
     record = json.loads((out / RUN_RECORD_NAME).read_text())
     assert record["options"]["fingerprint"]["quality"] is None
     assert json.loads((out / RUN_RECORD_NAME).read_text())["series"][0]["quality"] is None
+
+
+def _low_range_16_bit(folder: Path) -> Path:
+    """A 16-bit MONOCHROME2 slide whose samples use only 0..24 (like highdicom's grayscale
+    sample): q and PSNR, relative to 65535, hide any loss there."""
+    from tests.reader_builders import write_native, wsi_dataset
+
+    folder.mkdir()
+    ds = wsi_dataset(rows=32, columns=32, total_columns=64, total_rows=64, samples=1, bits=16,
+                     photometric="MONOCHROME2")  # fmt: skip
+    rng = np.random.default_rng(7)
+    write_native(folder / "level0.dcm", ds, [rng.integers(0, 25, (32, 32), np.uint16)] * 4)
+    return folder
+
+
+def test_lossy_loss_in_low_range_16_bit_data_is_measured_and_warned(tmp_path, capsys):
+    source = _low_range_16_bit(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["recode", str(source), "-o", str(out), "--codec", "jxl", "--workers", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "samples reach only 24 of 65535" in " ".join(err.split()), err
+    (series,) = json.loads((out / RUN_RECORD_NAME).read_text())["series"]
+    (instance,) = series["instances"]
+    assert instance["source_max"] == 24 and instance["max_abs_error"] >= 3  # a tenth of 24
+    assert instance["psnr_min"] > 60  # what PSNR at the 16-bit peak says: nothing to see
+
+    lossless = tmp_path / "lossless"
+    assert main(["recode", str(source), "-o", str(lossless), "--codec", "jxl", "--lossless"]) == 0
+    assert "samples reach only" not in capsys.readouterr().err
+    (series,) = json.loads((lossless / RUN_RECORD_NAME).read_text())["series"]
+    assert series["instances"][0]["max_abs_error"] == 0
+
+
+def test_eight_bit_frames_skip_the_extra_error_measures(tmp_path):
+    from tests.reader_builders import write_native, wsi_dataset
+
+    (tmp_path / "in").mkdir()
+    ds = wsi_dataset(rows=32, columns=32, total_columns=32, total_rows=32)
+    write_native(tmp_path / "in" / "a.dcm", ds, [np.full((32, 32, 3), 90, np.uint8)])
+    result = recode(tmp_path / "in", tmp_path / "out", RecodeOptions("jpeg", EncodeSettings()))
+    (instance,) = result.series[0].instances
+    assert instance.max_abs_error is None and instance.source_max is None

@@ -235,6 +235,9 @@ class InstanceResult:
     verify_seconds: float = 0.0
     repairs: list[str] = field(default_factory=list)
     tile_quality: dict[str, int] | None = None  # --bpp-per-tile: the qualities chosen
+    # Samples over 8 bits only: the largest |source - output| and the brightest source sample
+    max_abs_error: int | None = None
+    source_max: int | None = None
     error: str | None = None
 
 
@@ -247,6 +250,9 @@ class SeriesResult:
     note: str | None = None
     quality: int | None = None  # what every frame was encoded at (--q, or chosen for --bpp)
     input_bytes: int = 0  # the source files to recode, known before any work (failed series too)
+    # what kind of source this was, for `savings` projections onto archives of the same kind
+    source_transfer_syntaxes: list[str] = field(default_factory=list)
+    source_photometric: str = ""
     new_series_instance_uid: str | None = None
     output_dir: str | None = None
     instances: list[InstanceResult] = field(default_factory=list)
@@ -659,6 +665,9 @@ def recode_instance(
                 worst = (outcome.mse, outcome.index)
             if outcome.quality is not None:
                 qualities.append(outcome.quality)
+            if outcome.max_abs_error is not None:
+                result.max_abs_error = max(result.max_abs_error or 0, outcome.max_abs_error)
+                result.source_max = max(result.source_max or 0, outcome.source_max or 0)
             progress.advance(inst.series_uid, 1)
         frame_bytes = info.rows * info.columns * info.samples_per_pixel * info.bits_allocated // 8
         result.uncompressed_bytes = frame_bytes * reader.number_of_frames
@@ -685,6 +694,26 @@ def recode_instance(
     result.seconds = time.perf_counter() - started
     result.status = "ok"
     return result
+
+
+def low_range_loss_warning(series_uid: str, instances: list[InstanceResult]) -> str | None:
+    """A warning when lossy coding moved high-bit-depth samples by a large part of the range
+    the data actually uses (a 16-bit channel holding 0..24): q, and PSNR, are relative to the
+    full 2^BitsStored range, where such a loss still looks like 80+ dB."""
+    measured = [i for i in instances if i.max_abs_error and i.source_max is not None]
+    if not measured:
+        return None
+    worst = max(measured, key=lambda i: i.max_abs_error / max(i.source_max, 1))
+    used = max(worst.source_max, 1)
+    if worst.max_abs_error * 10 <= used:  # within a tenth of the brightest sample: plausible
+        return None
+    bits = int(worst.peak).bit_length()
+    return (
+        f"series {series_uid}: samples reach only {worst.source_max} of {int(worst.peak)} "
+        f"({bits}-bit), but lossy coding changed them by up to {worst.max_abs_error} "
+        f"({worst.source_path}); q and PSNR are relative to the full {bits}-bit range. Use "
+        "--lossless, or a higher --q, for data that uses so little of it"
+    )
 
 
 def _finite(value: float) -> float | None:
@@ -754,6 +783,10 @@ class SeriesRecoder:
             patient_id=str(series.patient_id or ""),
             study_instance_uid=str(series.study_uid or ""),
             input_bytes=sum(i.file_size for i in selected_instances(series, run.options.only)),
+            source_transfer_syntaxes=series.transfer_syntaxes(),
+            source_photometric="+".join(
+                sorted({i.photometric for i in series.instances if i.photometric})
+            ),
         )
         self.staging: Path | None = None
         self.settings = run.options.settings
@@ -829,6 +862,9 @@ class SeriesRecoder:
         os.replace(self.staging, final_dir)
         _fsync_dir(run.output)
         self.staging = None
+        warning = low_range_loss_warning(self.series.uid, self.result.instances)
+        if warning:
+            run.warnings.append(warning)
         self.result.status = "ok"
         run.progress.end_series(self.series.uid, "ok")
 
@@ -1172,7 +1208,8 @@ def _recode_all_series(run: RecodeRun, all_series: list[Any]) -> None:
 def open_run(input_path: Path, output: Path, options: RecodeOptions) -> Iterator[RecodeRun]:
     """Check the options and paths, lock OUT and read (or, with overwrite, replace) its run
     record: every usage error is raised here, before any work. OUT stays locked inside."""
-    input_path, output = Path(input_path), Path(output)
+    # absolute, so the run record's source paths still lead to the files from anywhere
+    input_path, output = Path(input_path).absolute(), Path(output).absolute()
     check_options(options)
     check_paths(input_path, output)
     output.mkdir(parents=True, exist_ok=True)
