@@ -100,6 +100,7 @@ def test_a_run_records_sources_gone_its_kind_comes_from_the_archive_or_is_unknow
     options = RecodeOptions("jpeg", EncodeSettings(quality=70), workers=2)
     assert not recode(moved, recoded, options).failed
     shutil.rmtree(moved)  # the run record names source files that are gone
+    _as_written_before_source_kinds(recoded / "wsitranscode-run.json")
     by_uid = _savings(capsys, "--measured", str(recoded), "--archive", str(rms_like_slide))
     assert {f["kind"] for f in by_uid["fractions"]} == {RMS_KIND, "all measurements"}
 
@@ -108,6 +109,15 @@ def test_a_run_records_sources_gone_its_kind_comes_from_the_archive_or_is_unknow
     assert UNKNOWN in {f["kind"] for f in unknown["fractions"]}
     assert all(kind.strip(" |") for kind in _kinds(unknown))  # never " | "
     assert any("unknown" in note for note in unknown["notes"])
+
+
+def _as_written_before_source_kinds(record_path: Path) -> None:
+    """Strip what newer run records say of their sources' kind, as older records lack it."""
+    record = json.loads(record_path.read_text())
+    for series in record["series"]:
+        series.pop("source_transfer_syntaxes")
+        series.pop("source_photometric")
+    record_path.write_text(json.dumps(record))
 
 
 def _gray16_source(folder: Path) -> Path:
@@ -180,3 +190,25 @@ def test_usage_errors_exit_2_with_one_line(argv, message, tmp_path, capsys):
     assert main(["savings", *(a.replace("{tmp}", str(tmp_path)) for a in argv)]) == 2
     problems = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(problems) == 1 and message in problems[0], problems
+
+
+def test_a_run_record_names_the_kind_of_its_sources_without_reading_them(
+    wsi_factory, tmp_path, capsys
+):
+    """The run record carries each series' source syntaxes and photometric, so savings groups a
+    recode by source kind after the source files have moved and the archive is another slide."""
+    explicit = "1.2.840.10008.1.2.1"
+    source = tmp_path / "in"
+    shutil.copytree(wsi_factory("kind-a", transfer_syntax=explicit, levels=1, label=False,
+                                thumbnail=False, seed=1), source)  # fmt: skip
+    archive = wsi_factory("kind-b", transfer_syntax=explicit, levels=1, label=False,
+                          thumbnail=False, seed=2)  # fmt: skip
+    out = tmp_path / "out"
+    assert recode(source, out, RecodeOptions("jxl", EncodeSettings(quality=80))).exit_code() == 0
+    (series,) = json.loads((out / "wsitranscode-run.json").read_text())["series"]
+    assert series["source_transfer_syntaxes"] == [explicit]
+    assert series["source_photometric"] == "RGB"
+    source.rename(tmp_path / "moved")
+    result = _savings(capsys, "--measured", str(out), "--archive", str(archive))
+    kinds = {f["kind"] for f in result["fractions"]}
+    assert f"{explicit} | RGB" in kinds, result

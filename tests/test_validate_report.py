@@ -80,3 +80,20 @@ def test_missing_inputs_are_usage_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "nope does not exist" in err and "\n" not in err
     assert not (tmp_path / "agg").exists()
+
+
+def test_an_interrupted_series_is_not_a_measurement(one_failed, tmp_path, capsys):
+    """Ctrl-C leaves a series staged with the instances done so far: their sizes are not the
+    series' sizes, so it gets no savings figures either."""
+    out, record = one_failed
+    record = json.loads(json.dumps(record))  # the fixture's, shared with other tests
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    for series in record["series"]:
+        if series["status"] == "ok":
+            series["status"] = "interrupted"
+    (copy / "wsitranscode-run.json").write_text(json.dumps(record))
+    main(["report", str(copy), "-o", str(tmp_path / "agg"), "--json"])
+    rows = json.loads(capsys.readouterr().out)["series"]
+    (stopped,) = [s for s in rows if s["status"] == "interrupted"]
+    assert stopped["savings_percent"] is None and stopped["bytes_after"] is None

@@ -46,7 +46,7 @@ SERIES_COLUMNS = (
     "errors",
 )
 SAVINGS_FIGURES = ("bytes_after", "ratio", "bpp", "savings_percent")
-NO_OUTPUT_STATUSES = {"failed", "skipped", "pending"}  # recode statuses without a whole output
+NO_OUTPUT_STATUSES = {"failed", "skipped", "pending", "interrupted"}  # no whole output
 METRIC_STATS = ("mean", "std", "p5", "worst", "n")
 TILE_COLUMNS = (
     "run",
@@ -267,6 +267,8 @@ def _run_record_series(
         "source_series_uid": item.get("series_instance_uid"),
         "recoded_series_uid": item.get("new_series_instance_uid"),
         "source_paths": [i["source_path"] for i in instances if i.get("source_path")],
+        "source_transfer_syntaxes": item.get("source_transfer_syntaxes") or [],
+        "source_photometric": item.get("source_photometric") or "",
         "lossless": summary.get("exact"),
         "bytes_before": before,
         "bytes_after": after,
