@@ -341,11 +341,15 @@ def _write_like(source, target, encoded: list[bytes], path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
-@pytest.mark.parametrize("name", LOSSY)
+_FLAT_TILES = [(0, (10, 10), np.uint16), (1, (10, 10), np.uint16), (24, (64, 64), np.uint16),
+               (0, (16, 16, 3), np.uint8), (200, (16, 16, 3), np.uint8)]  # fmt: skip
+_SIXTEEN_BIT = ("jxl", "j2k", "htj2k")  # jpeg and webp have no 16-bit mode
+
+
 @pytest.mark.parametrize(
-    "value, shape, dtype",
-    [(0, (10, 10), np.uint16), (1, (10, 10), np.uint16), (24, (64, 64), np.uint16),
-     (0, (16, 16, 3), np.uint8), (200, (16, 16, 3), np.uint8)],
+    "name, value, shape, dtype",
+    [(name, *flat) for name in LOSSY for flat in _FLAT_TILES
+     if flat[2] == np.uint8 or name in _SIXTEEN_BIT],
 )  # fmt: skip
 def test_lossy_codecs_keep_a_constant_tile(name, value, shape, dtype):
     """A flat frame (glass, a blank 16-bit channel) comes back near its own value, within 1% of the
@@ -353,8 +357,6 @@ def test_lossy_codecs_keep_a_constant_tile(name, value, shape, dtype):
     16-bit tile of zeros as 32768, half the range."""
     codec = get_codec(name)
     bits = 16 if dtype == np.uint16 else 8
-    if codec.unsupported_pixels(shape[2] if len(shape) == 3 else 1, bits):
-        pytest.skip(f"{name} does not encode {bits}-bit samples")
     tile = np.full(shape, value, dtype)
     back = codec.decode(codec.encode(tile, EncodeSettings(quality=85))).reshape(shape)
     assert int(np.abs(back.astype(np.int64) - value).max()) <= (2**bits - 1) // 100
