@@ -22,30 +22,30 @@ from wsitranscode.errors import DecodeError, VerificationError, WsiTranscodeErro
 
 
 @dataclass(frozen=True)
-class FrameOutcome:
-    index: int
-    data: bytes
-    source_bytes: int
+class FrameCheck:
+    """How a decoded output frame compares with its decoded source frame."""
+
     mse: float
     exact: bool
-    decode_s: float
-    encode_s: float
-    verify_s: float
-    quality: int | None = None  # the quality chosen for this frame (--bpp-per-tile)
     # Samples over 8 bits only, where PSNR at the full-range peak hides loss in low-range data
     # (a 16-bit channel using 0..24): the largest error and the brightest source sample.
     max_abs_error: int | None = None
     source_max: int | None = None
 
 
-@dataclass(frozen=True)
-class Fidelity:
-    """How a decoded output frame compares with its decoded source frame."""
+EXACT = FrameCheck(0.0, True)
 
-    mse: float
-    exact: bool
-    max_abs_error: int | None = None
-    source_max: int | None = None
+
+@dataclass(frozen=True)
+class FrameOutcome:
+    index: int
+    data: bytes
+    source_bytes: int
+    check: FrameCheck
+    decode_s: float
+    encode_s: float
+    verify_s: float
+    quality: int | None = None  # the quality chosen for this frame (--bpp-per-tile)
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _recompress(reader: Any, codec: Codec, batch: FrameBatch, index: int) -> Fra
             raise VerificationError("recompressed frame does not restore the source bytes exactly")
     except Exception as err:
         raise _named(err, batch, index) from err
-    return FrameOutcome(index, data, len(source), 0.0, True, 0.0, t1 - t0, time.perf_counter() - t1)
+    return FrameOutcome(index, data, len(source), EXACT, 0.0, t1 - t0, time.perf_counter() - t1)
 
 
 def _encode_one(reader: Any, codec: Codec, batch: FrameBatch, index: int) -> FrameOutcome:
@@ -135,14 +135,11 @@ def _encode_one(reader: Any, codec: Codec, batch: FrameBatch, index: int) -> Fra
         t1 = time.perf_counter()
         data, quality = _encode_for_batch(codec, tile, batch)
         t2 = time.perf_counter()
-        fidelity = compare(tile, decode_frame(data, batch.target_info), batch)
+        check = compare(tile, decode_frame(data, batch.target_info), batch)
     except Exception as err:
         raise _named(err, batch, index) from err
     verify_s = time.perf_counter() - t2
-    return FrameOutcome(
-        index, data, len(source), fidelity.mse, fidelity.exact, t1 - t0, t2 - t1, verify_s,
-        quality, fidelity.max_abs_error, fidelity.source_max,
-    )  # fmt: skip
+    return FrameOutcome(index, data, len(source), check, t1 - t0, t2 - t1, verify_s, quality)
 
 
 def _encode_for_batch(
@@ -188,7 +185,7 @@ def _encode_batched(reader: Any, codec: Any, batch: FrameBatch) -> list[FrameOut
             back = (
                 decoded[n] if decoded is not None else decode_frame(encoded[n], batch.target_info)
             )
-            fidelity = compare(tiles[n], back, batch)
+            check = compare(tiles[n], back, batch)
         except Exception as err:
             raise _named(err, batch, index) from err
         share = 1 / len(indices)
@@ -197,26 +194,23 @@ def _encode_batched(reader: Any, codec: Any, batch: FrameBatch) -> list[FrameOut
                 index,
                 encoded[n],
                 len(sources[n]),
-                fidelity.mse,
-                fidelity.exact,
+                check,
                 (t1 - t0) * share,
                 (t2 - t1) * share,
                 (time.perf_counter() - t2) * share,
-                max_abs_error=fidelity.max_abs_error,
-                source_max=fidelity.source_max,
             )
         )
     return outcomes
 
 
-def compare(tile: np.ndarray, back: np.ndarray, batch: FrameBatch) -> Fidelity:
+def compare(tile: np.ndarray, back: np.ndarray, batch: FrameBatch) -> FrameCheck:
     """Verify a decoded output frame against its decoded source frame."""
     if back.shape != tile.shape:
         raise VerificationError(f"decoded shape {back.shape} differs from source {tile.shape}")
     if not batch.target.lossy:
         if not np.array_equal(tile, back):
             raise VerificationError("lossless target is not pixel-exact")
-        return Fidelity(0.0, True, *_high_bit_extremes(tile, None, batch))
+        return FrameCheck(0.0, True, *_high_bit_extremes(tile, None, batch))
     diff = tile.astype(np.float32).ravel()
     diff -= back.ravel()
     mse = float(np.dot(diff, diff)) / diff.size  # BLAS: fast, and releases the GIL
@@ -226,7 +220,7 @@ def compare(tile: np.ndarray, back: np.ndarray, batch: FrameBatch) -> Fidelity:
             f"PSNR {psnr:.1f} dB is below the verification floor of {batch.min_psnr} dB "
             "(a decoding or colour error; lower --min-psnr only if this quality is intended)"
         )
-    return Fidelity(mse, mse == 0.0, *_high_bit_extremes(tile, diff, batch))
+    return FrameCheck(mse, mse == 0.0, *_high_bit_extremes(tile, diff, batch))
 
 
 def _high_bit_extremes(

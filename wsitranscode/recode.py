@@ -659,15 +659,16 @@ def recode_instance(
             result.decode_seconds += outcome.decode_s
             result.encode_seconds += outcome.encode_s
             result.verify_seconds += outcome.verify_s
-            sq_error += outcome.mse
-            all_exact = all_exact and outcome.exact
-            if outcome.mse > worst[0]:
-                worst = (outcome.mse, outcome.index)
+            check = outcome.check
+            sq_error += check.mse
+            all_exact = all_exact and check.exact
+            if check.mse > worst[0]:
+                worst = (check.mse, outcome.index)
             if outcome.quality is not None:
                 qualities.append(outcome.quality)
-            if outcome.max_abs_error is not None:
-                result.max_abs_error = max(result.max_abs_error or 0, outcome.max_abs_error)
-                result.source_max = max(result.source_max or 0, outcome.source_max or 0)
+            if check.max_abs_error is not None:
+                result.max_abs_error = max(result.max_abs_error or 0, check.max_abs_error)
+                result.source_max = max(result.source_max or 0, check.source_max or 0)
             progress.advance(inst.series_uid, 1)
         frame_bytes = info.rows * info.columns * info.samples_per_pixel * info.bits_allocated // 8
         result.uncompressed_bytes = frame_bytes * reader.number_of_frames

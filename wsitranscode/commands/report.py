@@ -24,6 +24,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from wsitranscode.report import load_reports, merge_reports, write_report
+    from wsitranscode.report.files import totals_text
 
     loaded = load_reports(args.inputs)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -35,18 +36,5 @@ def run(args: argparse.Namespace) -> int:
         console_out().print(
             f"{len(data['series'])} series from {len(loaded)} run(s): {paths['html']}"
         )
-        console_out().print(totals_line(data["totals"]))
+        console_out().print(totals_text(data["totals"]))
     return 0 if data["ok"] else 1
-
-
-def totals_line(totals: dict[str, Any]) -> str:
-    """Sizes over the series with measured sizes; failed series named as left out."""
-    line = (
-        f"totals over {totals['measured']} of {totals['series']} series: "
-        f"{totals['bytes_before']:,} bytes before, {totals['bytes_after']:,} after"
-    )
-    if totals["savings_percent"] is not None:
-        line += f" (ratio {totals['ratio']:.2f}, savings {totals['savings_percent']:.1f} %)"
-    if totals["failed"]:
-        line += f"; {totals['failed']} failed series left out (no savings figures)"
-    return line

@@ -137,6 +137,20 @@ def series_totals(series: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def totals_text(totals: dict[str, Any]) -> str:
+    """One line on the totals: sizes over the series with measured sizes, failed ones named as
+    left out (the console and the HTML report both print it)."""
+    text = (
+        f"totals over {totals['measured']} of {totals['series']} series with measured sizes: "
+        f"{totals['bytes_before']:,} bytes before, {totals['bytes_after']:,} after"
+    )
+    if totals["savings_percent"] is not None:
+        text += f" (ratio {totals['ratio']:.2f}, savings {totals['savings_percent']:.1f} %)"
+    if totals["failed"]:
+        text += f"; {totals['failed']} failed series left out (no savings figures)"
+    return text
+
+
 def series_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for series in data.get("series", []):

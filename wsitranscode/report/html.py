@@ -11,7 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wsitranscode.report.files import savings_figures, series_status, series_totals
+from wsitranscode.report.files import (
+    savings_figures,
+    series_status,
+    series_totals,
+    totals_text,
+)
 
 SUMMARY_METRICS = (
     "psnr",
@@ -150,15 +155,8 @@ def _totals(series: Sequence[dict[str, Any]]) -> str:
     totals = series_totals(series)
     if not totals["series"]:
         return ""
-    text = (
-        f"Totals over {totals['measured']} of {totals['series']} series with measured sizes: "
-        f"{totals['bytes_before']} bytes before, {totals['bytes_after']} after"
-    )
-    if totals["savings_percent"] is not None:
-        text += f", ratio {totals['ratio']:.2f}, savings {totals['savings_percent']:.1f} %"
-    if totals["failed"]:
-        text += f"; {totals['failed']} failed series left out"
-    return f"<p class='totals'>{_e(text)}.</p>"
+    text = totals_text(totals)
+    return f"<p class='totals'>{_e(text[0].upper() + text[1:])}.</p>"
 
 
 def _png(fig: Any) -> str:
