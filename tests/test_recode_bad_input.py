@@ -217,3 +217,31 @@ def test_failed_series_shows_its_input_size(batch, tmp_path, capsys):
     (row,) = rows
     cells = [cell.strip() for cell in row.split("│")]
     assert f"{size / 1e6:.2f}" in cells
+
+
+def test_an_input_without_wsi_series_is_said_and_links_get_their_option(batch, tmp_path, capsys):
+    """Only a link to a slide: the empty run says so, the skipped line names the
+    option that follows links, and ls says the same and lists the slide with it."""
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "slide.dcm").symlink_to(_first_file(batch / "good"))
+    code, record = _run(linked, tmp_path / "out")
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 0 and record["series"] == []
+    assert "skipped 1 file: 1 symbolic link (--follow-symlinks follows them)" in err
+    assert f"no VL Whole Slide Microscopy series found in {linked}" in err
+
+    assert main(["ls", str(linked)]) == 0
+    assert "--follow-symlinks follows them" in capsys.readouterr().out
+    assert main(["ls", str(linked), "--follow-symlinks", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["series"]) == 1
+
+
+def test_ls_exits_1_on_a_file_that_looks_like_dicom_but_does_not_read(batch, capsys):
+    """As recode does: such a file may be a missing level of a slide."""
+    victim = _first_file(batch / "spoiled")
+    data = bytearray(victim.read_bytes())
+    data[132:400] = b"\xff" * 268  # the file meta is destroyed; the DICM marker remains
+    victim.write_bytes(bytes(data))
+    assert main(["ls", str(batch)]) == 1
+    assert "unreadable" in capsys.readouterr().out

@@ -218,7 +218,8 @@ def compare(tile: np.ndarray, back: np.ndarray, batch: FrameBatch) -> FrameCheck
     if psnr < batch.min_psnr:
         raise VerificationError(
             f"PSNR {psnr:.1f} dB is below the verification floor of {batch.min_psnr} dB "
-            "(a decoding or colour error; lower --min-psnr only if this quality is intended)"
+            "(a decoding or colour error, or content this codec loses at this quality, such as "
+            "text: raise --q, or lower --min-psnr if that loss is intended)"
         )
     return FrameCheck(mse, mse == 0.0, *_high_bit_extremes(tile, diff, batch))
 

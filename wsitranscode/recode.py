@@ -1105,6 +1105,8 @@ class RecodeRun:
         self.progress = progress or NullProgress()
         scanned = scan(self.input, follow_symlinks=self.options.follow_symlinks)
         self.skipped = [{"path": str(s.path), "reason": s.reason} for s in scanned.skipped]
+        if not scanned.series:
+            self.warnings.append(f"no VL Whole Slide Microscopy series found in {self.input}")
         self.remove_stale_staging(scanned.series)
         if on_scanned is not None:
             selected = (i for s in scanned.series for i in selected_instances(s, self.options.only))

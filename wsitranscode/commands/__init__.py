@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from functools import cache
 from typing import Any
 
@@ -26,6 +27,17 @@ def console_err() -> Console:
         emoji=False,
         width=None if sys.stderr.isatty() else _PIPE_WIDTH,
     )
+
+
+def skipped_summary(skipped: list[Any]) -> str:
+    """'skipped 3 files: 2 symbolic link (...), 1 not DICOM', from scan's SkippedFile list;
+    empty when nothing was skipped. Links get the option that follows them."""
+    if not skipped:
+        return ""
+    counts = Counter(s.reason.split(":")[0] for s in skipped)
+    parts = [f"{n} {reason}" for reason, n in counts.most_common()]
+    parts = [p + " (--follow-symlinks follows them)" if "symbolic link" in p else p for p in parts]
+    return f"skipped {len(skipped)} file{'s' if len(skipped) > 1 else ''}: {', '.join(parts)}"
 
 
 def print_json(payload: Any) -> None:

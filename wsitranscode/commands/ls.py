@@ -9,12 +9,13 @@ from typing import Any
 
 from rich.table import Table
 
-from wsitranscode.commands import console_out, print_json
+from wsitranscode.commands import console_out, print_json, skipped_summary
 
 
 def add_parser(sub: Any, name: str, help_text: str) -> None:
     p = sub.add_parser(name, help=help_text, description=help_text)
     p.add_argument("path", type=Path, help="folder (searched recursively) or file")
+    p.add_argument("--follow-symlinks", action="store_true", help="follow symbolic links inside")
     p.add_argument("--json", action="store_true", help="print the series as JSON on stdout")
 
 
@@ -24,9 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.path.exists():
         raise UsageError(f"{args.path} does not exist")
-    scanned = scan(args.path)
+    scanned = scan(args.path, follow_symlinks=args.follow_symlinks)
     rows = [series_row(s) for s in scanned.series]
-    skipped = Counter(s.reason.split(":")[0] for s in scanned.skipped)
     if args.json:
         print_json(
             {
@@ -36,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print_table(rows, skipped)
-    return 1 if any(r["problems"] for r in rows) else 0
+        print_table(rows, skipped_summary(scanned.skipped))
+    # as for recode: a file that looks like DICOM but cannot be read may be a missing level
+    unreadable = any(s.reason.startswith("unreadable") for s in scanned.skipped)
+    return 1 if unreadable or any(r["problems"] for r in rows) else 0
 
 
 def series_row(series: Any) -> dict[str, Any]:
@@ -67,7 +69,7 @@ def series_row(series: Any) -> dict[str, Any]:
     }
 
 
-def print_table(rows: list[dict[str, Any]], skipped: Counter[str]) -> None:
+def print_table(rows: list[dict[str, Any]], skipped: str) -> None:
     table = Table(title=f"{len(rows)} whole-slide series")
     for col in (
         "patient",
@@ -100,5 +102,4 @@ def print_table(rows: list[dict[str, Any]], skipped: Counter[str]) -> None:
             table.add_row("", "[red]problem[/]", f"[red]{problem}[/]", "", "", "", "", "")
     console_out().print(table)
     if skipped:
-        reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
-        console_out().print(f"skipped: {reasons}")
+        console_out().print(skipped, soft_wrap=True)

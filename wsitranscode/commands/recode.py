@@ -24,6 +24,7 @@ from wsitranscode.commands import (
     console_err,
     console_out,
     print_json,
+    skipped_summary,
 )
 
 DEFAULT_QUALITY = 85  # --q when neither --q nor --bpp is given
@@ -235,7 +236,7 @@ class RichProgress:
     def scanned(self, scanned: Any, total_frames: int) -> None:
         self.progress.update(self.overall, total=total_frames)
         if scanned.skipped:
-            console_err().print(f"skipped {len(scanned.skipped)} non-WSI or unreadable files")
+            console_err().print(skipped_summary(scanned.skipped), soft_wrap=True)
 
     def start_series(self, series_uid: str, total_frames: int) -> None:
         with self.lock:
