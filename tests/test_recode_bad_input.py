@@ -245,3 +245,18 @@ def test_ls_exits_1_on_a_file_that_looks_like_dicom_but_does_not_read(batch, cap
     victim.write_bytes(bytes(data))
     assert main(["ls", str(batch)]) == 1
     assert "unreadable" in capsys.readouterr().out
+
+
+def test_ls_prints_each_problem_whole_on_one_line(batch, capsys):
+    """Problems go below the table, unwrapped, so the UIDs in them can be copied."""
+    victim = _first_file(batch / "spoiled")
+    twin = victim.with_name("twin.dcm")
+    shutil.copy(victim, twin)
+    _rewrite(twin, lambda ds: setattr(ds, "StudyInstanceUID", pydicom.uid.generate_uid()))
+    assert main(["ls", str(batch), "--json"]) == 1
+    problems = [p for series in json.loads(capsys.readouterr().out)["series"]
+                for p in series["problems"]]  # fmt: skip
+    assert main(["ls", str(batch)]) == 1
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("problem series")]
+    assert problems and len(lines) == len(problems)
+    assert all(line.endswith(f": {problem}") for line, problem in zip(lines, problems, strict=True))

@@ -98,8 +98,11 @@ def print_table(rows: list[dict[str, Any]], skipped: str) -> None:
             f"{r['bytes'] / 1e6:.2f}",
             "–" if bpp is None else f"{bpp:.2f}",
         )
-        for problem in r["problems"]:
-            table.add_row("", "[red]problem[/]", f"[red]{problem}[/]", "", "", "", "", "")
     console_out().print(table)
+    # below the table, one line each: inside a cell they would wrap mid-UID and not copy whole
+    for r in rows:
+        for problem in r["problems"]:
+            series = "…" + r["series_instance_uid"][-16:]
+            console_out().print(f"[red]problem[/] series {series}: {problem}", soft_wrap=True)
     if skipped:
         console_out().print(skipped, soft_wrap=True)

@@ -302,6 +302,8 @@ def print_summary(result: Any, command: str) -> None:
                 f"series …{s.series_instance_uid[-16:]}: q{rc['quality']} chosen for "
                 f"{rc['target_bpp']} bpp ({rc['achieved_bpp']:.3f} on the sample"
                 + (f", {reached:.3f} over all tissue frames)" if reached else ")")
+                + "; the table's bpp counts every frame, glass included, and the headers",
+                soft_wrap=True,
             )
     console_out().print(f"output: {result.output}\nrun record: {result.record_path}")
 
