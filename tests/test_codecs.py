@@ -188,6 +188,8 @@ def test_j2k_codestream_uses_the_transform_its_label_names():
         assert classic.j2k_uses_mct(data)
     assert not classic.j2k_is_reversible(lossy)  # 9/7 + MCT = ICT -> YBR_ICT
     assert classic.j2k_is_reversible(lossless)  # 5/3 + MCT = RCT -> YBR_RCT
+    flat = codec.encode(np.full((16, 16, 3), 200, np.uint8), EncodeSettings(quality=85))
+    assert classic.j2k_uses_mct(flat) and not classic.j2k_is_reversible(flat)  # a flat tile too
     # The check can fail: a codestream written without the MCT is detected.
     plain = imagecodecs.jpeg2k_encode(tile, level=40, codecformat="J2K", mct=False)
     assert not classic.j2k_uses_mct(plain)
