@@ -183,3 +183,44 @@ def test_a_second_run_into_the_same_output_is_refused_while_one_runs(slow_slide,
     (line,) = second.stderr.strip().splitlines()
     assert "another" in line and str(out) in line
     assert any(out.glob(STAGING_PREFIX + "*"))  # the first run's staging was left alone
+
+
+def test_links_planted_in_the_output_are_never_followed(slow_slide, tmp_path, capsys):
+    """A link at the lock's name must not be truncated through, and a link at a series' staging
+    name must not be written into or cleaned up: both point outside OUT."""
+    from wsitranscode.cli import main
+    from wsitranscode.codecs.base import EncodeSettings
+    from wsitranscode.dicom.scan import scan
+    from wsitranscode.layout import LOCK_NAME
+    from wsitranscode.recode import RecodeOptions, new_series_uid
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("important data")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).symlink_to(precious / "notes.txt")
+    args = ["recode", str(slow_slide), "-o", str(out), "--codec", "jxl", "--q", "60"]
+    assert main(args) == 2
+    assert "cannot lock" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "important data"
+
+    (out / LOCK_NAME).unlink()
+    (series,) = scan(slow_slide).series
+    uid = new_series_uid(series.uid, RecodeOptions("jxl", EncodeSettings(quality=60)))
+    (out / (STAGING_PREFIX + uid)).symlink_to(precious, target_is_directory=True)
+    assert main(args) == 1
+    assert "is a link or a file" in capsys.readouterr().err
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+    assert (precious / "notes.txt").read_text() == "important data"
+
+
+def test_a_folder_at_the_locks_name_is_a_one_line_error(slow_slide, tmp_path, capsys):
+    from wsitranscode.cli import main
+    from wsitranscode.layout import LOCK_NAME
+
+    out = tmp_path / "out"
+    (out / LOCK_NAME).mkdir(parents=True)
+    assert main(["recode", str(slow_slide), "-o", str(out), "--codec", "jxl"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "cannot lock" in line and "Traceback" not in line

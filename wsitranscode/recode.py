@@ -409,14 +409,23 @@ def exclusive_output(output: Path) -> Iterator[None]:
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
-        # removed while still held: a run that opened it meanwhile finds it gone and retries
-        path.unlink(missing_ok=True)
+        # removed while still held (a run that opened it meanwhile finds it gone and retries),
+        # and only if the file at that path is still the one we hold
+        if _is_file_at(fd, path):
+            path.unlink(missing_ok=True)
         os.close(fd)
 
 
 def _take_lock(path: Path, output: Path) -> int:
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # O_NOFOLLOW: a link planted at the lock's name must not truncate its target
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            raise UsageError(
+                f"cannot lock {path} ({err.strerror or err}): {output} must be a writable folder "
+                f"and {LOCK_NAME} in it a regular file, or absent"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -427,6 +436,12 @@ def _take_lock(path: Path, output: Path) -> int:
                 + (f" (pid {holder})" if holder.isdigit() else "")
                 + "; wait for it to end or choose another output folder"
             ) from None
+        except OSError as err:  # ENOLCK: a file system without locks
+            os.close(fd)
+            raise UsageError(
+                f"cannot lock {path} ({err.strerror or err}); choose an output folder on a "
+                "file system with file locks"
+            ) from None
         if _is_file_at(fd, path):
             return fd
         os.close(fd)  # its holder removed it between our open and our lock: take the new one
@@ -434,7 +449,7 @@ def _take_lock(path: Path, output: Path) -> int:
 
 def _is_file_at(fd: int, path: Path) -> bool:
     try:
-        at_path = os.stat(path)
+        at_path = os.lstat(path)
     except FileNotFoundError:
         return False
     held = os.fstat(fd)
@@ -847,7 +862,14 @@ class SeriesRecoder:
             shutil.rmtree(final_dir)
         self.settings = self._series_settings()
         self.result.quality = quality_used(run.codec, self.settings, run.options)
-        self.staging = run.output / (STAGING_PREFIX + new_uid)
+        staging = run.output / (STAGING_PREFIX + new_uid)
+        if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+            # never write into, or clean up, whatever a link there points at
+            raise InvalidInputError(
+                f"{staging} is a link or a file, not a staging folder wsitranscode made; move it "
+                "away and rerun"
+            )
+        self.staging = staging
         self.staging.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(self.staging, {plan.output_name for plan in plans})
         run.progress.start_series(self.series.uid, sum(p.instance.number_of_frames for p in plans))
