@@ -88,14 +88,18 @@ def slow_slide(wsi_factory):
     )
 
 
-def _start_and_wait_for_staging(src: Path, out: Path, *args: str) -> subprocess.Popen:
-    """A recode in a child process, returned once it has started work on a series."""
+def _start_and_wait_for_staging(
+    src: Path, out: Path, *args: str, own_group: bool = False
+) -> subprocess.Popen:
+    """A recode in a child process, returned once it has started work on a series. With
+    `own_group`, the child leads a process group, as a terminal's foreground job does."""
     proc = subprocess.Popen(
         recode_command(src, out, *args),
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=own_group,
     )
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
@@ -224,3 +228,24 @@ def test_a_folder_at_the_locks_name_is_a_one_line_error(slow_slide, tmp_path, ca
     assert main(["recode", str(slow_slide), "-o", str(out), "--codec", "jxl"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "cannot lock" in line and "Traceback" not in line
+
+
+def test_ctrl_c_with_worker_processes_records_the_series_interrupted(slow_slide, tmp_path):
+    """Ctrl-C in a terminal signals the whole group, the spawned workers too: their
+    KeyboardInterrupt comes back through the batches and must end as `interrupted`."""
+    import os
+
+    out = tmp_path / "out"
+    args = (*SLOW_ARGS, "--executor", "processes")
+    proc = _start_and_wait_for_staging(slow_slide, out, *args, own_group=True)
+    time.sleep(2.0)  # the spawned workers are importing or coding
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    assert [s["status"] for s in record["series"]] == ["interrupted"]
+    assert _published_dirs(out) == []
+    rerun = subprocess.run(recode_command(slow_slide, out, *args), env=ENV, capture_output=True,
+                           text=True)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr

@@ -811,6 +811,11 @@ class SeriesRecoder:
         started = time.perf_counter()
         try:
             self._recode()
+        except KeyboardInterrupt:
+            # Ctrl-C reaches the worker processes of `--executor processes` too; their
+            # KeyboardInterrupt comes back through a batch's result, in this thread
+            self.run.interrupt()
+            self._interrupted()
         except Exception as err:
             # once the run is stopping, whatever broke (a cancelled batch, a pool shut down)
             # broke because of that: the series is interrupted, not failed
