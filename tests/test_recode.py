@@ -375,3 +375,23 @@ def test_eight_bit_frames_skip_the_extra_error_measures(tmp_path):
     result = recode(tmp_path / "in", tmp_path / "out", RecodeOptions("jpeg", EncodeSettings()))
     (instance,) = result.series[0].instances
     assert instance.max_abs_error is None and instance.source_max is None
+
+
+def test_overwrite_also_replaces_series_of_runs_before_the_last(
+    native_slide, wsi_factory, tmp_path
+):
+    """Two inputs recoded into one OUT with the same options, then --overwrite: OUT holds only
+    what the new record describes (the first input's series was left behind when each run's
+    record named only its own series)."""
+    other = wsi_factory("recode-other", transfer_syntax=EXPLICIT, levels=1, label=False,
+                        thumbnail=False, seed=9)  # fmt: skip
+    out = tmp_path / "out"
+    assert _recode(native_slide, out, "jxl", "--only", "volume") == 0
+    assert _recode(other, out, "jxl", "--only", "volume") == 0
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    assert [s.get("carried_over", False) for s in record["series"]] == [False, True]
+    assert _series_dirs(out) == {s["output_dir"] for s in record["series"]}
+
+    assert _recode(other, out, "jxl", "--q", "60", "--only", "volume", "--overwrite") == 0
+    (series,) = json.loads((out / RUN_RECORD_NAME).read_text())["series"]
+    assert _series_dirs(out) == {series["output_dir"]}

@@ -249,3 +249,44 @@ def test_ctrl_c_with_worker_processes_records_the_series_interrupted(slow_slide,
     rerun = subprocess.run(recode_command(slow_slide, out, *args), env=ENV, capture_output=True,
                            text=True)  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr
+
+
+def test_series_of_earlier_runs_stay_in_the_record_until_a_run_replaces_them(
+    wsi_factory, slow_slide, tmp_path
+):
+    """Run 1 finishes b and c. Run 2, with a new slide a that comes first, is interrupted while
+    on a: its record must still describe b and c, so run 3 resumes all three (b and c were
+    refused as 'not a complete earlier run' when the record named only a)."""
+    import os
+    import shutil
+
+    folder = tmp_path / "in"
+    for name, seed in (("b", 61), ("c", 62)):
+        src = wsi_factory(f"carry-{name}", transfer_syntax="1.2.840.10008.1.2.1", levels=1,
+                          label=False, thumbnail=False, tile_size=128, seed=seed)  # fmt: skip
+        shutil.copytree(src, folder / name)
+    out = tmp_path / "out"
+    first = subprocess.run(recode_command(folder, out, *SLOW_ARGS), env=ENV, capture_output=True,
+                           text=True)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    done_first = json.loads((out / RUN_RECORD_NAME).read_text())["series"]
+
+    shutil.copytree(slow_slide, folder / "a")
+    proc = _start_and_wait_for_staging(folder, out, *SLOW_ARGS)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    rows = json.loads((out / RUN_RECORD_NAME).read_text())["series"]
+    assert sorted(r["status"] for r in rows) == ["interrupted", "ok", "ok"]
+    assert {r["series_instance_uid"] for r in rows if r.get("carried_over")} == {
+        r["series_instance_uid"] for r in done_first
+    }
+
+    third = subprocess.run(recode_command(folder, out, *SLOW_ARGS), env=ENV, capture_output=True,
+                           text=True)  # fmt: skip
+    assert third.returncode == 0, third.stderr
+    rows = json.loads((out / RUN_RECORD_NAME).read_text())["series"]
+    assert sorted(r["status"] for r in rows) == ["done-before", "done-before", "ok"]
+    assert not any(r.get("carried_over") for r in rows)
+    assert len(_published_dirs(out)) == 3

@@ -305,6 +305,9 @@ class RunResult:
     record_path: str
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the run cleaned up in OUT
+    # rows of the earlier record for series this run has not (yet) recoded: their output is
+    # still in OUT, so the record keeps describing it (resume, --overwrite)
+    earlier_series: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed(self) -> list[SeriesResult]:
@@ -337,7 +340,8 @@ class RunResult:
                     "instances": [asdict(i) for i in s.instances],
                 }
                 for s in self.series
-            ],
+            ]
+            + [{**row, "carried_over": True} for row in self.earlier_series],
         }
 
 
@@ -886,7 +890,9 @@ class SeriesRecoder:
             if failed.status == "failed":
                 raise WsiTranscodeError(failed.error or "instance failed")
         if run.options.target_bpp is not None and self.result.rate_control is not None:
-            self.result.rate_control["tissue_bpp"] = self._tissue_bpp(plans)
+            # a new dict, not a key added: a checkpoint on another thread may be copying it
+            tissue_bpp = self._tissue_bpp(plans)
+            self.result.rate_control = {**self.result.rate_control, "tissue_bpp": tissue_bpp}
         os.replace(self.staging, final_dir)
         _fsync_dir(run.output)
         self.staging = None
@@ -1182,7 +1188,16 @@ class RecodeRun:
             record_path=str(self.record.path),
             warnings=self.warnings,
             notes=self.notes,
+            earlier_series=self._earlier_series(),
         )
+
+    def _earlier_series(self) -> list[dict[str, Any]]:
+        reached = {s.series_instance_uid for s in self.series_results}
+        return [
+            row
+            for row in self.record.data.get("series", [])
+            if isinstance(row, dict) and row.get("series_instance_uid") not in reached
+        ]
 
     def checkpoint(self) -> None:
         try:
