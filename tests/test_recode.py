@@ -395,3 +395,20 @@ def test_overwrite_also_replaces_series_of_runs_before_the_last(
     assert _recode(other, out, "jxl", "--q", "60", "--only", "volume", "--overwrite") == 0
     (series,) = json.loads((out / RUN_RECORD_NAME).read_text())["series"]
     assert _series_dirs(out) == {series["output_dir"]}
+
+
+def test_full_range_16_bit_data_gets_no_low_range_warning(tmp_path, capsys):
+    """Errors of thousands on data that spans 0..65535 are what q means there, not hidden loss."""
+    from tests.reader_builders import write_native, wsi_dataset
+
+    (tmp_path / "in").mkdir()
+    ds = wsi_dataset(rows=32, columns=32, total_columns=64, total_rows=64, samples=1, bits=16,
+                     photometric="MONOCHROME2")  # fmt: skip
+    rng = np.random.default_rng(8)
+    tiles = [rng.integers(0, 65536, (32, 32), np.uint16) for _ in range(4)]
+    write_native(tmp_path / "in" / "level0.dcm", ds, tiles)
+    out = tmp_path / "out"
+    assert main(["recode", str(tmp_path / "in"), "-o", str(out), "--codec", "jxl"]) == 0
+    assert "samples reach only" not in capsys.readouterr().err
+    (series,) = json.loads((out / RUN_RECORD_NAME).read_text())["series"]
+    assert series["instances"][0]["source_max"] > 60000

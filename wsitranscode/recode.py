@@ -716,11 +716,20 @@ def recode_instance(
     return result
 
 
+LOW_RANGE_FRACTION = 16  # "low range": the brightest sample under 1/16 of 2^BitsStored - 1
+
+
 def low_range_loss_warning(series_uid: str, instances: list[InstanceResult]) -> str | None:
     """A warning when lossy coding moved high-bit-depth samples by a large part of the range
     the data actually uses (a 16-bit channel holding 0..24): q, and PSNR, are relative to the
     full 2^BitsStored range, where such a loss still looks like 80+ dB."""
-    measured = [i for i in instances if i.max_abs_error and i.source_max is not None]
+    measured = [
+        i
+        for i in instances
+        if i.max_abs_error and i.source_max is not None
+        # data that uses most of its range is what q and PSNR are made for
+        and i.source_max * LOW_RANGE_FRACTION < i.peak
+    ]
     if not measured:
         return None
     worst = max(measured, key=lambda i: i.max_abs_error / max(i.source_max, 1))
