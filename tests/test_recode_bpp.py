@@ -107,3 +107,13 @@ def test_unreachable_target_is_a_clear_error(slide, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["recode", str(slide), "-o", str(out), "--codec", "jpeg", "--bpp", "40"]) == 1
     assert "out of reach" in capsys.readouterr().err
+
+
+def test_a_per_tile_label_spans_every_instance():
+    from wsitranscode.recode import run_label
+
+    fingerprint = {"codec": "webp", "target_bpp": 1.0, "bpp_per_tile": True}
+    series = {"instances": [{"tile_quality": {"min": 40, "median": 50, "max": 61}},
+                            {"tile_quality": {"min": 20, "median": 70, "max": 95}}]}  # fmt: skip
+    assert run_label(fingerprint, series) == "webp q20-95 per tile for 1 bpp"
+    assert run_label(fingerprint, series["instances"][0]) == "webp q40-61 per tile for 1 bpp"

@@ -145,11 +145,11 @@ def run_label(fingerprint: dict[str, Any], row: dict[str, Any]) -> str | None:
         return f"{codec} lossless"
     bpp = fingerprint.get("target_bpp")
     for_bpp = f" for {bpp:g} bpp" if bpp is not None else ""
-    tiles = row.get("tile_quality") or next(
-        (i["tile_quality"] for i in row.get("instances", []) if i.get("tile_quality")), None
-    )
-    if tiles:
-        return f"{codec} q{tiles['min']}-{tiles['max']} per tile{for_bpp}"
+    per_tile = [row.get("tile_quality")] + [i.get("tile_quality") for i in row.get("instances", [])]
+    per_tile = [t for t in per_tile if t]
+    if per_tile:
+        low, high = min(t["min"] for t in per_tile), max(t["max"] for t in per_tile)
+        return f"{codec} q{low}-{high} per tile{for_bpp}"
     quality = row.get("quality", fingerprint.get("quality"))
     if quality is None:
         return codec if bpp is None else f"{codec}{for_bpp}"
@@ -726,7 +726,8 @@ def low_range_loss_warning(series_uid: str, instances: list[InstanceResult]) -> 
     measured = [
         i
         for i in instances
-        if i.max_abs_error and i.source_max is not None
+        if i.max_abs_error
+        and i.source_max is not None
         # data that uses most of its range is what q and PSNR are made for
         and i.source_max * LOW_RANGE_FRACTION < i.peak
     ]
