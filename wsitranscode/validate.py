@@ -421,7 +421,7 @@ def _label(header: Any, run_info: dict[str, dict[str, Any]], source: Any, name_o
     from wsitranscode.recode import run_label
 
     row = run_info.get(source.sop_instance_uid, {})
-    label = run_label(row.get("_run_options") or {}, row)
+    label = run_label(row.get("_run_options") or {}, row.get("_series") or row)
     return label or name_of(str(header.file_meta.TransferSyntaxUID))
 
 
@@ -489,7 +489,7 @@ def _run_record_instances(recoded: Path) -> dict[str, dict[str, Any]]:
             for inst in series.get("instances", []):
                 uid = inst.get("source_sop_instance_uid")
                 if uid:
-                    rows[uid] = {**inst, "_run_options": options}
+                    rows[uid] = {**inst, "_run_options": options, "_series": series}
         break
     return rows
 
