@@ -412,3 +412,19 @@ def test_full_range_16_bit_data_gets_no_low_range_warning(tmp_path, capsys):
     assert "samples reach only" not in capsys.readouterr().err
     (series,) = json.loads((out / RUN_RECORD_NAME).read_text())["series"]
     assert series["instances"][0]["source_max"] > 60000
+
+
+def test_a_record_of_the_earlier_format_says_why_it_cannot_resume(native_slide, tmp_path, capsys):
+    """Record version 1 kept --q for lossless runs; such a run cannot resume under version 2."""
+    out = tmp_path / "out"
+    assert _recode(native_slide, out, "jxl", "--lossless", "--only", "volume") == 0
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    assert record["version"] == 2
+    record["version"] = 1
+    record["options"]["fingerprint"]["quality"] = 85
+    (out / RUN_RECORD_NAME).write_text(json.dumps(record))
+    capsys.readouterr()
+    assert _recode(native_slide, out, "jxl", "--lossless", "--only", "volume") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "record version 1" in err and "--q 85 there, not set now" in err and "--overwrite" in err
+    assert _recode(native_slide, out, "jxl", "--lossless", "--only", "volume", "--overwrite") == 0

@@ -49,7 +49,9 @@ from wsitranscode.pipeline import (
     psnr_from_mse,
 )
 
-RUN_RECORD_VERSION = 1
+# 2: quality names the one used (none for lossless, --bpp, jxl-recompress, which changes their
+# output UIDs), source kinds per series, rows of earlier runs carried over
+RUN_RECORD_VERSION = 2
 DEFAULT_MIN_PSNR = 20.0  # below this a lossy frame is treated as corrupt (wrong colour space, say)
 
 
@@ -1090,12 +1092,21 @@ class RecodeRun:
         differences = option_differences(
             self.record.fingerprint() or {}, self.options.fingerprint()
         )
-        if differences:
+        if not differences:
+            return
+        if self.record.data.get("version", 1) < 2:
             raise UsageError(
-                f"{self.output} holds a run with other options ({'; '.join(differences)}); rerun "
-                "with its options to resume it, choose another output folder, or add --overwrite "
-                "to replace its output"
+                f"{self.output} holds a run recorded by an earlier wsitranscode (record version "
+                f"{self.record.data.get('version', 1)}; {'; '.join(differences)}): lossless, --bpp "
+                "and jxl-recompress runs now record no --q, and their output UIDs changed with "
+                "that, so it cannot be resumed; add --overwrite to redo it, or choose another "
+                "output folder"
             )
+        raise UsageError(
+            f"{self.output} holds a run with other options ({'; '.join(differences)}); rerun "
+            "with its options to resume it, choose another output folder, or add --overwrite "
+            "to replace its output"
+        )
 
     def _replace_earlier_run(self) -> None:
         """--overwrite: remove the series folders the earlier run record names (and their
