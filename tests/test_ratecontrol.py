@@ -147,3 +147,21 @@ def test_systematic_sample_spreads_over_the_population() -> None:
     assert all(10 * i <= p < 10 * (i + 1) for i, p in enumerate(picks))
     assert systematic_sample(5, 10, seed=0) == [0, 1, 2, 3, 4]
     assert systematic_sample(100, 10, seed=3) == picks
+
+
+def test_a_search_can_be_stopped_between_qualities(tissue_tiles: list[np.ndarray]) -> None:
+    """recode passes its Ctrl-C check: the search stops before the next encode, not at its end."""
+    tried = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two() -> None:
+        tried.append(1)
+        if len(tried) > 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        choose_quality(get_codec("jpeg"), tissue_tiles, 1.0, EncodeSettings(),
+                       before_each=stop_after_two)  # fmt: skip
+    assert len(tried) == 3

@@ -109,14 +109,16 @@ def choose_quality(
     tolerance: float = DEFAULT_TOLERANCE,
     workers: int = 1,
     quality_range: tuple[int, int] = QUALITY_RANGE,
+    before_each: Callable[[], None] | None = None,
 ) -> QualityChoice:
     """The integer quality whose bpp over `tiles` is closest to `target_bpp` (see module doc).
 
+    `before_each` runs before each quality is tried (recode stops a search there on Ctrl-C).
     Raises UsageError when the codec has no quality knob (lossless settings or a lossless-only
     codec), when there are no tiles, or when the target lies outside the reachable range.
     """
     _check_request(codec, tiles, target_bpp, settings)
-    measure = _Measurer(codec, tiles, settings, workers)
+    measure = _Measurer(codec, tiles, settings, workers, before_each)
     low_q, high_q = quality_range
     low_bpp, high_bpp = measure(low_q), measure(high_q)
     if high_bpp <= low_bpp:
@@ -163,15 +165,23 @@ class _Measurer:
     """bpp at a quality, each quality encoded once."""
 
     def __init__(
-        self, codec: Codec, tiles: Sequence[np.ndarray], settings: EncodeSettings, workers: int
+        self,
+        codec: Codec,
+        tiles: Sequence[np.ndarray],
+        settings: EncodeSettings,
+        workers: int,
+        before_each: Callable[[], None] | None = None,
     ):
         self.codec, self.tiles, self.settings, self.workers = codec, tiles, settings, workers
+        self.before_each = before_each
         self.cache: dict[int, float] = {}
         self.evaluations: list[tuple[int, float]] = []
         self.single_tile_bytes: dict[int, bytes] = {}
 
     def __call__(self, quality: int) -> float:
         if quality not in self.cache:
+            if self.before_each is not None:
+                self.before_each()
             settings = replace(self.settings, quality=quality, lossless=False)
             encoded = encode_tiles(self.codec, self.tiles, settings, self.workers)
             pixels = sum(int(t.shape[0]) * int(t.shape[1]) for t in self.tiles)

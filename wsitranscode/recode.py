@@ -938,6 +938,7 @@ class SeriesRecoder:
                 options.target_bpp,
                 options.settings,
                 workers=options.resolved_workers(),
+                before_each=self.run.raise_if_stopping,
             )
             recorded = {**choice.to_json(), "sample_frames": len(tiles)}
         self.result.rate_control = dict(recorded)
