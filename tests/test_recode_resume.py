@@ -290,3 +290,23 @@ def test_series_of_earlier_runs_stay_in_the_record_until_a_run_replaces_them(
     assert sorted(r["status"] for r in rows) == ["done-before", "done-before", "ok"]
     assert not any(r.get("carried_over") for r in rows)
     assert len(_published_dirs(out)) == 3
+
+
+def test_a_second_ctrl_c_still_waits_for_the_series_to_stop(slow_slide, tmp_path):
+    """Pressing Ctrl-C twice must not leave OUT unlocked with series still writing: the run
+    ends as after one, and the rerun resumes."""
+    out = tmp_path / "out"
+    proc = _start_and_wait_for_staging(slow_slide, out, *SLOW_ARGS)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    assert [s["status"] for s in record["series"]] == ["interrupted"]
+    assert _published_dirs(out) == []
+    rerun = subprocess.run(recode_command(slow_slide, out, *SLOW_ARGS), env=ENV, capture_output=True,
+                           text=True)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import warnings
 
@@ -88,5 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return 2 if isinstance(err, UsageError) else 1
     except KeyboardInterrupt:
+        # the command has stopped cleanly; another Ctrl-C now would only spoil the exit status
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("interrupted", file=sys.stderr)
         return 130

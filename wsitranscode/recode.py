@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import statistics
 import threading
 import time
@@ -1068,6 +1069,7 @@ class RecodeRun:
         self.created = run_timestamp(options)
         self.executor: Any = None
         self.stopping = threading.Event()  # set by interrupt(); series threads watch it
+        self._sigint_before_stop: Any = None  # the SIGINT handler interrupt() replaced
         self._record_lock = threading.Lock()  # series may be recoded by several threads
 
     def prepare(self) -> None:
@@ -1176,11 +1178,17 @@ class RecodeRun:
             self.executor.close()
             if finished or self.series_results:
                 self.checkpoint()  # interrupted too: what is done, what a rerun must finish
+            if self._sigint_before_stop is not None:
+                signal.signal(signal.SIGINT, self._sigint_before_stop)
         return self.result()
 
     def interrupt(self) -> None:
         """Stop every series at its next frame: batches still queued are cancelled, so only the
         ones already running are waited for."""
+        if threading.current_thread() is threading.main_thread() and not self.stopping.is_set():
+            # a second Ctrl-C must not cut the stop short: the series threads are still
+            # finishing their frames and the record is still to be written (restored after)
+            self._sigint_before_stop = signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.stopping.set()
         cancel_pending = getattr(self.executor, "cancel_pending", None)
         if cancel_pending is not None:
