@@ -579,3 +579,27 @@ def test_jpeg_xl_recompression_of_a_jpeg_source_is_valid(tmp_path: Path) -> None
     assert ds.LossyImageCompression == "01"
     assert ds.LossyImageCompressionRatio == 12  # a lossless step adds no ratio
     assert ds.SourceImageSequence[0].PurposeOfReferenceCodeSequence[0].CodeValue == "121330"
+
+
+def test_a_long_private_description_keeps_the_sources_words_and_its_own_label() -> None:
+    """A neural target's description ('neural he-small weights sha256:...') is longer than LO
+    allows beside the source's: its short label is used, and export drops the marker again."""
+    from dataclasses import replace
+
+    neural = replace(
+        WEBP_PRIVATE,
+        description="neural compressai/bmshj2018-factorized/mse/q7 weights sha256:ef0e3668c299",
+        series_label="cai ef0e3668",
+    )
+    source = valid_wsi_source()
+    source.SeriesDescription = "Congo Red-Lung test"
+    header, _ = derive(source, neural)
+    assert header.SeriesDescription == f"Congo Red-Lung test [cai ef0e3668] {NON_STANDARD_MARKER}"
+    exported, _ = derive(header, JPEG_Q80)
+    assert exported.SeriesDescription == "Congo Red-Lung test [cai ef0e3668] [JPEG q80]"
+
+    unlabelled = replace(neural, series_label=None)
+    header, _ = derive(source, unlabelled)
+    text = header.SeriesDescription
+    assert len(text) <= 64 and text.startswith("Congo") and text.endswith(NON_STANDARD_MARKER)
+    assert "[neural compressai/bmshj2018-" in text and "…]" in text, text

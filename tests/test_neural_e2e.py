@@ -14,6 +14,7 @@ import pytest
 from tests.dicom_checks import dciodvfy_errors, published_outputs
 from wsitranscode.cli import main
 from wsitranscode.dicom import syntaxes as ts
+from wsitranscode.dicom.derive import NON_STANDARD_MARKER
 
 pytest.importorskip("torch")
 pytest.importorskip("compressai")
@@ -72,7 +73,7 @@ def test_recode_writes_a_marked_private_series_that_pydicom_reads(slide: Path, r
         assert ds.LossyImageCompressionMethod[-1] == "WSITC_NN_" + info.weights_sha256[:7].upper()
         assert name in ds.DerivationDescription
         assert info.weights_sha256[:12] in ds.DerivationDescription
-        assert ds.SeriesDescription.endswith("NON-STANDARD TRANSFER SYNTAX")
+        assert ds.SeriesDescription.endswith(NON_STANDARD_MARKER)
         pixels = ds.pixel_array
         frames = pixels if ds.NumberOfFrames > 1 else pixels[None]
         assert frames.shape[1:] == (ds.Rows, ds.Columns, 3)

@@ -35,6 +35,9 @@ class TargetEncoding:
     description: str  # human-readable, e.g. "JPEG XL q85 effort 7"
     private: bool = False  # True when the transfer syntax is not in the DICOM standard
     compresses_source_bytes: bool = False  # True when the codec consumes encoded source frames
+    # a short form for SeriesDescription (LO, 64 characters, shared with the source's text),
+    # where `description` would not fit: "path-he-small ef0e3668"
+    series_label: str | None = None
 
 
 class Codec(ABC):

@@ -32,7 +32,7 @@ from wsitranscode.dicom.writer import RATIO_PLACEHOLDER
 VL_WSI_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.77.1.6"
 IMPLEMENTATION_CLASS_UID = syntaxes.PROJECT_ROOT + ".0.1"
 MANUFACTURER = "wsitranscode"
-NON_STANDARD_MARKER = "NON-STANDARD TRANSFER SYNTAX"
+NON_STANDARD_MARKER = "NON-STANDARD"  # SeriesDescription of private-syntax output
 
 # PS3.16 codes used by the lossy-compression rules of PS3.3 C.7.6.1.1.5.
 LOSSY_COMPRESSION = ("113040", "DCM", "Lossy Compression")
@@ -561,13 +561,27 @@ def _add_contributing_equipment(
     header.ContributingEquipmentSequence = Sequence(equipment)
 
 
+_SERIES_LABEL_MAX = 38  # of LO's 64: room is left for the source's own description
+
+
 def _set_series_description(header: Dataset, target: TargetEncoding) -> None:
-    suffix = f"[{target.description}]"
-    if target.private:
-        suffix += " " + NON_STANDARD_MARKER
-    if len(suffix) > _LO_MAX:
-        suffix = suffix[-_LO_MAX:] if target.private else suffix[: _LO_MAX - 1] + "]"
+    """The source's description, then ours in brackets (`series_label` where the description is
+    long), then the non-standard marker for a private syntax. A label too long even so is cut,
+    at a word where one is near, and ends with an ellipsis."""
+    label = target.series_label or target.description
+    if len(label) > _SERIES_LABEL_MAX:
+        cut = label[: _SERIES_LABEL_MAX - 1]
+        if " " in cut[_SERIES_LABEL_MAX // 2 :]:  # end at a word where one is near
+            cut = cut.rsplit(" ", 1)[0]
+        label = cut + "…"
+    suffix = f"[{label}]" + (f" {NON_STANDARD_MARKER}" if target.private else "")
     previous = str(header.get("SeriesDescription", "")).strip()
+    if not target.private:  # a private predecessor's marker no longer applies (export)
+        previous = (
+            previous.removesuffix(NON_STANDARD_MARKER)
+            .replace(f"] {NON_STANDARD_MARKER} [", "] [")
+            .strip()
+        )
     header.SeriesDescription = _join_limited(previous, suffix, " ", _LO_MAX)
 
 
