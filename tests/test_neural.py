@@ -367,3 +367,48 @@ def test_stain_features_separate_hematoxylin_from_eosin():
     assert h[0] > 0.4 and abs(h[1]) < 0.05
     assert e[1] > 0.4 and abs(e[0]) < 0.05
     assert np.allclose(hed_numpy(np.full((1, 1, 3), 255, np.uint8)), 0, atol=1e-9)
+
+
+def test_a_user_model_named_like_a_shipped_one_is_found_by_its_hash(tiles, tmp_path, monkeypatch):
+    """`train -o hs/he-small.pt` then WSITRANSCODE_MODELS=hs: its frames decode (by hash)."""
+    shipped = {info.name for info in _shipped()}
+    assert "he-small" in shipped
+    torch.manual_seed(3)
+    user = modelfile.save_model(
+        tmp_path / "hs" / "he-small.pt",
+        nets.build("factorized", 16, 24),
+        {"id": "he-small", "arch": "factorized"},
+    )
+    codec = neural_codecs.ModelFileCodec()
+    payload = codec.encode(tiles[0], _settings(model=str(user.source)))
+    assert bitstream.unpack(payload).model_id == "he-small"
+    monkeypatch.setenv(registry.ENV_VAR, str(tmp_path / "hs"))
+    engine.clear_cache()  # a new process: validate, export
+    assert engine.decode_frames([payload])[0].shape == (96, 96, 3)
+    # By name the two are ambiguous: a usage error naming both files.
+    with pytest.raises(UsageError) as err:
+        engine.load_named("he-small")
+    message = str(err.value)
+    assert str(user.source) in message
+    assert str(registry.shipped_dir() / "he-small.pt") in message
+
+
+def test_models_of_one_name_in_two_user_folders_are_both_found(tiles, tmp_path, monkeypatch):
+    paths = []
+    for folder, seed in (("a", 4), ("b", 5)):
+        torch.manual_seed(seed)
+        saved = modelfile.save_model(
+            tmp_path / folder / "dup.pt",
+            nets.build("factorized", 16, 24),
+            {"id": "dup", "arch": "factorized"},
+        )
+        paths.append(saved.source)
+    codec = neural_codecs.ModelFileCodec()
+    payload = codec.encode(tiles[0], _settings(model=paths[1]))
+    monkeypatch.setenv(
+        registry.ENV_VAR, f"{tmp_path / 'a'}{__import__('os').pathsep}{tmp_path / 'b'}"
+    )
+    engine.clear_cache()
+    assert engine.decode_frames([payload])[0].shape == (96, 96, 3)
+    with pytest.raises(UsageError, match=r"ambiguous.*a/dup\.pt.*b/dup\.pt"):
+        engine.load_named("dup")

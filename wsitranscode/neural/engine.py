@@ -113,14 +113,28 @@ def load_zoo(codec: str, quality: int, weights: Path | None = None) -> LoadedMod
 
 
 def load_named(name: str) -> LoadedModel:
-    """A model from the shipped folder or WSITRANSCODE_MODELS by name (codec `path-<name>`)."""
-    for info in registry.list_models():
-        if info.name == name:
-            return load_path(info.path, name)
-    raise UsageError(
-        f"no model named {name!r}; known: {', '.join(m.name for m in registry.list_models())} "
-        f"(add folders with {registry.ENV_VAR})"
-    )
+    """A model from the shipped folder or WSITRANSCODE_MODELS by name (codec `path-<name>`).
+
+    Two models of that name with different weights (a user's model named like a shipped one,
+    say) make the name ambiguous: a usage error naming both files, never a silent choice.
+    """
+    candidates = registry.models_named(name)
+    if not candidates:
+        raise UsageError(
+            f"no model named {name!r}; known: "
+            f"{', '.join(m.name for m in registry.list_models())} "
+            f"(add folders with {registry.ENV_VAR})"
+        )
+    if len({info.weights_sha256 for info in candidates}) > 1:
+        listed = "; ".join(
+            f"{info.path} (sha256:{info.weights_sha256[:12]})" for info in candidates
+        )
+        raise UsageError(
+            f"--codec path-{name} is ambiguous: {len(candidates)} models are named {name}: "
+            f"{listed}; use --codec neural --model FILE with the one you mean (or rename one; "
+            f"decoding finds either by its weights hash)"
+        )
+    return load_path(candidates[0].path, name)
 
 
 def load_path(path: Path | str, name: str | None = None) -> LoadedModel:
@@ -137,7 +151,7 @@ def find_model(model_id: str, weights_sha256: str) -> LoadedModel:
         if weights_sha256 in _BY_HASH:
             return _BY_HASH[weights_sha256]
     same_id: list[tuple[str, str]] = []
-    for info in registry.list_models():
+    for info in registry.all_models():  # every registered model, whatever its name
         if info.weights_sha256 == weights_sha256:
             return load_path(info.path, info.name)
         if info.name == model_id:

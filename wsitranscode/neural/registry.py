@@ -70,14 +70,31 @@ def read_sidecar(sidecar: Path) -> ModelInfo | None:
     return ModelInfo(str(meta.get("id") or sidecar.stem), weights, meta)
 
 
-def list_models() -> list[ModelInfo]:
-    """Every model with a sidecar: shipped first; a later one with the same name is skipped."""
-    found: dict[str, ModelInfo] = {}
+def all_models() -> list[ModelInfo]:
+    """Every model with a sidecar, shipped first, whatever their names (each file once).
+
+    Decoding looks a frame's model up here by weights hash, so a user's model named like a
+    shipped one (or like one in another folder) is found all the same.
+    """
+    found: dict[Path, ModelInfo] = {}
     for entry in model_dirs():
         for sidecar in _sidecars(entry):
             info = read_sidecar(sidecar)
-            if info is not None and info.name not in found:
-                found[info.name] = info
+            if info is not None:
+                found.setdefault(info.path.resolve(), info)
+    return list(found.values())
+
+
+def models_named(name: str) -> list[ModelInfo]:
+    """The registered models called `name` (more than one when folders disagree)."""
+    return [info for info in all_models() if info.name == name]
+
+
+def list_models() -> list[ModelInfo]:
+    """One model per name (the first found: shipped, then WSITRANSCODE_MODELS in order)."""
+    found: dict[str, ModelInfo] = {}
+    for info in all_models():
+        found.setdefault(info.name, info)
     return list(found.values())
 
 
