@@ -412,3 +412,29 @@ def test_models_of_one_name_in_two_user_folders_are_both_found(tiles, tmp_path, 
     assert engine.decode_frames([payload])[0].shape == (96, 96, 3)
     with pytest.raises(UsageError, match=r"ambiguous.*a/dup\.pt.*b/dup\.pt"):
         engine.load_named("dup")
+
+
+def test_cai_weights_must_be_compressai_architecture_at_the_mapped_quality(tmp_path, small_models):
+    """A model from `train` (or other channels/architecture) would be stamped with a zoo id."""
+    from compressai.zoo import bmshj2018_hyperprior
+
+    settings = EncodeSettings(
+        quality=30, extra=(("weights", str(small_models["factorized"])), ("device", "cpu"))
+    )
+    codec = neural_codecs.CompressAICodec("cai", "")
+    with pytest.raises(UsageError, match=r"made by `wsitranscode train`.*--codec neural --model"):
+        codec.target(settings)
+    # Bare state dicts of the wrong size or architecture.
+    torch.manual_seed(0)
+    small = nets.build("factorized", 16, 24)
+    small.update()
+    hyper = bmshj2018_hyperprior(quality=1, pretrained=False)
+    hyper.update()
+    for name, net, found in (("small", small, "N=16, M=24"), ("hyper", hyper, "hyperprior")):
+        weights = tmp_path / f"{name}.pth.tar"
+        torch.save(net.state_dict(), weights)
+        settings = EncodeSettings(quality=30, extra=(("weights", str(weights)), ("device", "cpu")))
+        with pytest.raises(
+            UsageError, match=rf"not CompressAI's bmshj2018-factorized at quality 4.*{found}"
+        ):
+            codec.target(settings)

@@ -84,8 +84,14 @@ def load_zoo(codec: str, quality: int, weights: Path | None = None) -> LoadedMod
         from wsitranscode.neural.modelfile import read_state
 
         state = read_state(weights)
-        state = state.get("state_dict", state)
-        net, arch = build_from_state_dict(load_pretrained(state), weights)
+        if str(state.get("format", "")).startswith("wsitranscode"):
+            raise UsageError(
+                f"--weights {weights} is a model made by `wsitranscode train`, not CompressAI's "
+                f"{codec} weights: use --codec neural --model {weights}"
+            )
+        state = load_pretrained(state.get("state_dict", state))
+        _check_zoo_weights(codec, quality, state, weights)
+        net, arch = build_from_state_dict(state, weights)
         model = LoadedModel(model_id, arch, net, weights_hash(net.state_dict()), {}, str(weights))
         return remember(model)
     from compressai import zoo
@@ -110,6 +116,34 @@ def load_zoo(codec: str, quality: int, weights: Path | None = None) -> LoadedMod
         model_id, internal, net, weights_hash(net.state_dict()), {}, "compressai zoo"
     )
     return remember(model)
+
+
+def _check_zoo_weights(codec: str, quality: int, state: dict, weights: Path) -> None:
+    """Refuse weights that are not what CompressAI's zoo builds for this codec and quality.
+
+    The frames get the zoo's model id (`compressai/<arch>/<metric>/q<quality>`), so the file must
+    be that architecture with the zoo's channel counts for that quality.
+    """
+    from compressai.zoo.image import cfgs
+
+    from wsitranscode.neural import nets
+
+    arch, _ = ZOO_ARCHS[codec]
+    expected_arch = "factorized" if arch == "bmshj2018-factorized" else "hyperprior"
+    expected = tuple(cfgs[arch][quality])
+    try:
+        found_arch = nets.infer_arch(state)
+        found = nets.infer_shape(found_arch, state)
+    except (KeyError, IndexError, AttributeError, TypeError):
+        found_arch, found = "unknown", ()
+    if found_arch != expected_arch or tuple(found) != expected:
+        shape = f"N={found[0]}, M={found[1]}" if len(found) == 2 else "unknown channels"
+        raise UsageError(
+            f"--weights {weights} is not CompressAI's {arch} at quality {quality} "
+            f"({expected_arch}, N={expected[0]}, M={expected[1]}, what --codec {codec} at this "
+            f"--q uses) but {found_arch} with {shape}; for a model made by `wsitranscode train` "
+            f"use --codec neural --model FILE"
+        )
 
 
 def load_named(name: str) -> LoadedModel:
