@@ -180,3 +180,11 @@ def test_perceptual_loss_uses_lpips_when_weights_are_given(slides, tmp_path):
     assert {"event": "lpips", "weights": str(weights)} in events
     assert not [e for e in events if e["event"] == "warning"]
     assert result.meta["loss"] == "mse+lpips"
+
+
+def test_unknown_validation_slide_is_a_usage_error(slides, tmp_path):
+    with pytest.raises(
+        UsageError, match=r"nonexist\.png.*known slides: slide-a\.png, slide-b\.png"
+    ):
+        train(_config(slides, tmp_path / "m.pt", validation=["nonexist.png"]))
+    assert not (tmp_path / "m.ckpt").exists()

@@ -172,9 +172,17 @@ def build_tile_sets(
     """(training, validation) tiles; validation slides are `validation` or a seeded choice."""
     names = [s.name for s in slides]
     if validation:
-        val_names = {
-            n for n in names if any(n.endswith(v) or Path(n).name == v for v in validation)
-        }
+
+        def matches(name: str, wanted: str) -> bool:
+            return name.endswith(wanted) or Path(name).name == wanted
+
+        unknown = [v for v in validation if not any(matches(n, v) for n in names)]
+        if unknown:
+            raise UsageError(
+                f"--val-slide {', '.join(unknown)}: no such slide in the training sources; "
+                f"known slides: {', '.join(sorted(Path(n).name for n in names))}"
+            )
+        val_names = {n for n in names if any(matches(n, v) for v in validation)}
     else:
         _, val_names = split_by_slide(names, val_fraction, seed)
     train: list[np.ndarray] = []
