@@ -188,3 +188,32 @@ def test_unknown_validation_slide_is_a_usage_error(slides, tmp_path):
     ):
         train(_config(slides, tmp_path / "m.pt", validation=["nonexist.png"]))
     assert not (tmp_path / "m.ckpt").exists()
+
+
+def _base_model(tmp_path: Path) -> Path:
+    """A small saved model (16, 24 channels; random weights) to fine-tune from."""
+    from wsitranscode.neural import nets
+
+    torch.manual_seed(0)
+    path = tmp_path / "base.pt"
+    modelfile.save_model(
+        path, nets.build("factorized", 16, 24), {"id": "base", "arch": "factorized"}
+    )
+    return path
+
+
+def test_init_without_channels_takes_the_init_models_size(slides, tmp_path, capsys):
+    base = _base_model(tmp_path)
+    out = tmp_path / "tuned.pt"
+    code = main(
+        ["train", "--data", str(slides), "-o", str(out), "--init", str(base), "--steps", "2",
+         "--patch", "64", "--tile-size", "128", "--batch-size", "2", "--tiles-per-slide", "3",
+         "--threads", "1", "--device", "cpu", "--json"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads(capsys.readouterr().out)["meta"]
+    assert (meta["N"], meta["M"]) == (16, 24)
+    # Other --channels: said which to pass, before any training.
+    with pytest.raises(UsageError, match=r"N=16, M=24 .*pass --channels 16 24"):
+        train(_config(slides, tmp_path / "other.pt", init=base, channels=(32, 32)))
+    engine.clear_cache()

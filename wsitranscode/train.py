@@ -34,6 +34,7 @@ DEFAULT_LAMBDA = {"mse": 0.0130, "ms-ssim": 8.73, "mse+lpips": 0.0130}  # Compre
 LPIPS_WEIGHT = 100.0
 CHECKPOINT_SUFFIX = ".ckpt"
 LATENT_INIT_SCALE = 10.0
+DEFAULT_CHANNELS = (128, 192)  # CompressAI's bmshj2018 at qualities 1-5
 
 
 @dataclass
@@ -41,7 +42,7 @@ class TrainConfig:
     sources: list[Path]
     output: Path
     arch: str = "factorized"
-    channels: tuple[int, int] = (128, 192)
+    channels: tuple[int, int] | None = None  # None: the --init model's, else DEFAULT_CHANNELS
     lmbda: float | None = None
     loss: str = "mse"
     init: Path | None = None
@@ -78,7 +79,7 @@ class TrainConfig:
                 "val_fraction", "validation", "lr", "seed", "half")  # fmt: skip
         values = {k: getattr(self, k) for k in keys}
         values["lambda"] = self.lambda_
-        values["channels"] = list(self.channels)
+        values["channels"] = list(self.channels) if self.channels else None
         values["sources"] = sorted(str(Path(s).resolve()) for s in self.sources)
         values["init"] = str(self.init) if self.init else None
         return values
@@ -119,6 +120,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     import torch
 
     config.check()
+    _resolve_channels(config)
     emit = progress or (lambda event: None)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -326,10 +328,8 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _initialise_from(net: Any, init: Path, emit: Progress) -> None:
-    """Fine-tune from a model (ours or CompressAI's); a factorized model can seed stain-aware."""
-    import torch
-
+def _init_state(init: Path) -> dict[str, Any]:
+    """The state dict of an --init model (ours or CompressAI's weights)."""
     from wsitranscode.neural.modelfile import FORMAT, read_state
 
     loaded = read_state(init)
@@ -340,6 +340,44 @@ def _initialise_from(net: Any, init: Path, emit: Progress) -> None:
         from compressai.zoo.pretrained import load_pretrained
 
         state = load_pretrained(state)
+    return state
+
+
+def _init_channels(init: Path) -> tuple[int, int]:
+    """(N, M) of an --init model."""
+    from wsitranscode.neural import nets
+
+    state = _init_state(init)
+    try:
+        return nets.infer_shape(nets.infer_arch(state), state)
+    except (KeyError, IndexError, AttributeError) as err:
+        raise UsageError(
+            "--init is not a bmshj2018 model (no g_a.0/g_a.6 weights)", path=init
+        ) from err
+
+
+def _resolve_channels(config: TrainConfig) -> None:
+    """--channels: given, else the --init model's (fine-tuning keeps its size), else 128 192."""
+    if config.init is None:
+        config.channels = tuple(config.channels or DEFAULT_CHANNELS)  # type: ignore[assignment]
+        return
+    found = _init_channels(config.init)
+    if config.channels is None:
+        config.channels = found
+    elif tuple(config.channels) != found:
+        raise UsageError(
+            f"--init model has N={found[0]}, M={found[1]} but --channels {config.channels[0]} "
+            f"{config.channels[1]} was given: pass --channels {found[0]} {found[1]} (or leave "
+            "--channels out to take the --init model's)",
+            path=config.init,
+        )
+
+
+def _initialise_from(net: Any, init: Path, emit: Progress) -> None:
+    """Fine-tune from a model (ours or CompressAI's); a factorized model can seed stain-aware."""
+    import torch
+
+    state = _init_state(init)
     own = net.state_dict()
     first = own["g_a.0.weight"]
     if "g_a.0.weight" in state and state["g_a.0.weight"].shape[1] != first.shape[1]:

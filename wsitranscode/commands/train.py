@@ -25,9 +25,10 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
         "--channels",
         nargs=2,
         type=int,
-        default=(128, 192),
+        default=None,
         metavar=("N", "M"),
-        help="channels of the transforms and of the latent (CompressAI's bmshj2018: 128 192)",
+        help="channels of the transforms and of the latent (default: the --init model's, else "
+        "128 192 as CompressAI's bmshj2018 at qualities 1-5)",
     )
     p.add_argument(
         "--lambda",
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         sources=list(args.data),
         output=args.output,
         arch=args.arch,
-        channels=(args.channels[0], args.channels[1]),
+        channels=(args.channels[0], args.channels[1]) if args.channels else None,
         lmbda=args.lmbda,
         loss=args.loss,
         init=args.init,
