@@ -428,3 +428,36 @@ def test_a_record_of_the_earlier_format_says_why_it_cannot_resume(native_slide, 
     err = " ".join(capsys.readouterr().err.split())
     assert "record version 1" in err and "--q 85 there, not set now" in err and "--overwrite" in err
     assert _recode(native_slide, out, "jxl", "--lossless", "--only", "volume", "--overwrite") == 0
+
+
+def test_options_a_codec_ignores_are_warned_and_do_not_change_the_output(
+    native_slide, tmp_path, capsys
+):
+    """--effort for jpeg: same UIDs and bytes as without it (it used to make new UIDs and refuse
+    the rerun without it), and a warning says it is ignored."""
+    plain, effort = tmp_path / "plain", tmp_path / "effort"
+    assert _recode(native_slide, plain, "jpeg", "--only", "volume") == 0
+    capsys.readouterr()
+    assert _recode(native_slide, effort, "jpeg", "--only", "volume", "--effort", "9") == 0
+    assert "--effort ignored by jpeg" in " ".join(capsys.readouterr().err.split())
+    names = lambda out: sorted(p.relative_to(out) for p in published_outputs(out))  # noqa: E731
+    assert names(plain) == names(effort)
+    assert _recode(native_slide, effort, "jpeg", "--only", "volume") == 0  # resumes
+
+
+def test_a_weights_file_is_named_by_its_content_not_its_path(tmp_path):
+    """Two different models at one path must not give the same UIDs (a PACS would take two
+    different images for one), and one model at two paths may resume."""
+    from wsitranscode.recode import file_identity, output_options
+
+    codec = type("Neural", (), {"option_keys": None})()
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"first weights")
+    settings = EncodeSettings(extra=(("model", str(model)), ("device", "cpu")))
+    first = output_options(codec, settings)
+    assert first == {"model": file_identity(str(model))} and first["model"].startswith("sha256:")
+    model.write_bytes(b"other weights, same path")
+    assert output_options(codec, settings) != first
+    moved = tmp_path / "moved.pt"
+    moved.write_bytes(b"first weights")
+    assert output_options(codec, EncodeSettings(extra=(("model", str(moved)),))) == first

@@ -107,18 +107,56 @@ class RecodeOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a rerun to resume instead of refusing."""
+        codec = get_codec(self.codec)
         return {
             "codec": self.codec,
             "quality": self.fixed_quality(),
             "lossless": self.settings.lossless,
-            "effort": self.settings.effort,
-            # where and in what batches the work runs does not change the output
-            "extra": {k: v for k, v in self.settings.extra if k not in ("device", "batch_size")},
+            "effort": self.settings.effort if codec.uses_effort else None,
+            "extra": output_options(codec, self.settings),
             "only": self.only,
             "export": self.export,
             "target_bpp": self.target_bpp,
             "bpp_per_tile": self.bpp_per_tile,
         }
+
+
+# where and in what batches the work runs does not change the output
+_PLACEMENT_OPTIONS = ("device", "batch_size")
+_FILE_OPTIONS = ("model", "weights")  # named by the file's content, not by its path
+
+
+def output_options(codec: Codec, settings: EncodeSettings) -> dict[str, str]:
+    """The codec options that decide the output bytes: those the codec reads, without where the
+    work runs, and a weights file as `sha256:<its content's hash>`, so that another model at the
+    same path gives other UIDs (and cannot resume a series begun with the first)."""
+    wanted = codec.option_keys
+    options = {}
+    for key, value in settings.extra:
+        if key in _PLACEMENT_OPTIONS or (wanted is not None and key not in wanted):
+            continue
+        options[key] = file_identity(value) if key in _FILE_OPTIONS else value
+    return options
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_identity(path: str) -> str:
+    """`sha256:<hex>` of a file's bytes (cached by path, size and mtime), or the path as given
+    when it cannot be read (the codec then reports the missing file itself)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return path
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _FILE_HASHES[key] = "sha256:" + digest.hexdigest()
+    return _FILE_HASHES[key]
 
 
 def quality_applies(codec: Codec, settings: EncodeSettings) -> bool:

@@ -45,6 +45,9 @@ class Codec(ABC):
 
     name: str = ""
     summary: str = ""
+    uses_effort: bool = False  # whether EncodeSettings.effort changes what it writes
+    # the EncodeSettings.extra keys it reads; None: any (neural codecs: model, weights, ...)
+    option_keys: frozenset[str] | None = None
 
     @abstractmethod
     def target(self, settings: EncodeSettings) -> TargetEncoding:

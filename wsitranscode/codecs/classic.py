@@ -127,7 +127,13 @@ def _decode_error(codec: str, err: Exception) -> DecodeError:
     return DecodeError(f"{codec} frame does not decode: {type(err).__name__}: {err}")
 
 
-class JpegCodec(Codec):
+class _ImageCodec(Codec):
+    """The codecs of this module read no codec options (EncodeSettings.extra)."""
+
+    option_keys: frozenset[str] | None = frozenset()
+
+
+class JpegCodec(_ImageCodec):
     name = "jpeg"
     summary = "JPEG baseline (ISO 10918-1), 4:2:2, YBR_FULL_422: readable everywhere"
 
@@ -179,8 +185,9 @@ class JpegCodec(Codec):
             raise _decode_error(self.name, err) from err
 
 
-class JpegXlCodec(Codec):
+class JpegXlCodec(_ImageCodec):
     name = "jxl"
+    uses_effort = True
     summary = "JPEG XL (ISO 18181-1), lossy or --lossless, RGB"
 
     def _effort(self, settings: EncodeSettings) -> int:
@@ -239,7 +246,7 @@ class JpegXlCodec(Codec):
             raise _decode_error(self.name, err) from err
 
 
-class JpegXlRecompressCodec(Codec):
+class JpegXlRecompressCodec(_ImageCodec):
     name = "jxl-recompress"
     summary = "JPEG XL JPEG recompression: JPEG frames about 14% smaller, original bytes kept"
 
@@ -351,7 +358,7 @@ def htj2k_capabilities(data: bytes) -> int | None:
     return int.from_bytes(header[start : start + 2], "big")
 
 
-class Jpeg2000Codec(Codec):
+class Jpeg2000Codec(_ImageCodec):
     name = "j2k"
     summary = "JPEG 2000 (ISO 15444-1, OpenJPEG): YBR_ICT lossy or YBR_RCT --lossless"
 
@@ -410,7 +417,7 @@ class Jpeg2000Codec(Codec):
             raise _decode_error(self.name, err) from err
 
 
-class Htj2kCodec(Codec):
+class Htj2kCodec(_ImageCodec):
     name = "htj2k"
     summary = "High-Throughput JPEG 2000 (ISO 15444-15, OpenJPH): fast, YBR_ICT or YBR_RCT"
 
@@ -460,8 +467,9 @@ class Htj2kCodec(Codec):
             raise _decode_error(self.name, err) from err
 
 
-class WebpCodec(Codec):
+class WebpCodec(_ImageCodec):
     name = "webp"
+    uses_effort = True
     summary = "WebP (private transfer syntax: needs wsitranscode to read; not for archives)"
 
     def target(self, settings: EncodeSettings) -> TargetEncoding:

@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = recode_options(args)  # usage errors before any progress is drawn
     _warn_if_quality_ignored(args, options)
+    _warn_if_options_ignored(options)
     with open_run(args.input, args.output, options) as job, RichProgress() as progress:
         result = job.execute(progress, on_scanned=progress.scanned)
     return report_outcome(result, args.json, command="recode")
@@ -168,6 +169,28 @@ def recode_options(args: argparse.Namespace) -> Any:
         only=args.only,
         min_psnr=DEFAULT_MIN_PSNR if args.min_psnr is None else args.min_psnr,
     )
+
+
+_OPTION_FLAGS = {"model": "--model", "weights": "--weights", "device": "--device",
+                 "batch_size": "--batch-size"}  # fmt: skip
+
+
+def _warn_if_options_ignored(options: Any) -> None:
+    """--effort, or a neural codec's options, given to a codec that does not read them."""
+    from wsitranscode.codecs.base import get_codec
+
+    codec = get_codec(options.codec)
+    ignored = [] if codec.uses_effort or options.settings.effort is None else ["--effort"]
+    if codec.option_keys is not None:
+        ignored += [
+            _OPTION_FLAGS.get(key, key)
+            for key, _ in options.settings.extra
+            if key not in codec.option_keys
+        ]
+    if ignored:
+        console_err().print(
+            f"[yellow]warning:[/] {', '.join(ignored)} ignored by {codec.name}", soft_wrap=True
+        )
 
 
 def _warn_if_quality_ignored(args: argparse.Namespace, options: Any) -> None:
