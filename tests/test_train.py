@@ -217,3 +217,28 @@ def test_init_without_channels_takes_the_init_models_size(slides, tmp_path, caps
     with pytest.raises(UsageError, match=r"N=16, M=24 .*pass --channels 16 24"):
         train(_config(slides, tmp_path / "other.pt", init=base, channels=(32, 32)))
     engine.clear_cache()
+
+
+def test_resume_refusal_names_the_option_that_differs(slides, tmp_path):
+    output = tmp_path / "r.pt"
+    train(_config(slides, output, steps=2))
+    with pytest.raises(UsageError) as err:
+        train(_config(slides, output, steps=2, lr=5e-4, seed=3))
+    message = str(err.value)
+    assert "--lr 0.001 in the checkpoint, 0.0005 now" in message
+    assert "--seed 0 in the checkpoint, 3 now" in message
+    assert "--restart" in message and "--patch" not in message
+
+
+def test_cli_init_prints_no_raw_event_lines(slides, tmp_path, capsys):
+    base = _base_model(tmp_path)
+    code = main(
+        ["train", "--data", str(slides), "-o", str(tmp_path / "t.pt"), "--init", str(base),
+         "--channels", "16", "24", "--steps", "2", "--patch", "64", "--tile-size", "128",
+         "--batch-size", "2", "--tiles-per-slide", "3", "--threads", "1", "--device", "cpu"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "event=" not in err and "missing=" not in err
+    assert "saved " in err
+    engine.clear_cache()

@@ -265,10 +265,13 @@ class _TrainingState:
         if not path.is_file() or self.config.restart:
             return
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved.get("fingerprint") != _jsonable(self.config.fingerprint()):
+        wanted = _jsonable(self.config.fingerprint())
+        if saved.get("fingerprint") != wanted:
+            differences = option_differences(saved.get("fingerprint") or {}, wanted)
             raise UsageError(
-                "a checkpoint from a training run with other options exists; use the same "
-                "options to resume it, or --restart to start over",
+                "a checkpoint from a training run with other options exists "
+                f"({'; '.join(differences)}); use the same options to resume it, or --restart "
+                "to start over",
                 path=path,
             )
         self.net.load_state_dict(saved["net"])
@@ -302,6 +305,47 @@ class _TrainingState:
             partial,
         )
         partial.replace(path)
+
+
+# What each fingerprint entry is called on the command line, for "which option differs".
+_OPTION_NAMES = {
+    "arch": "--arch",
+    "channels": "--channels",
+    "loss": "--loss",
+    "lambda": "--lambda",
+    "batch_size": "--batch-size",
+    "patch": "--patch",
+    "tile_size": "--tile-size",
+    "tiles_per_slide": "--tiles-per-slide",
+    "val_fraction": "--val-fraction",
+    "validation": "--val-slide",
+    "lr": "--lr",
+    "seed": "--seed",
+    "half": "--float32",
+    "sources": "--data",
+    "init": "--init",
+}
+
+
+def option_differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Each option in which two fingerprints differ, as "--lr 0.001 there, 0.0005 now"."""
+
+    def shown(key: str, value: Any) -> str:
+        if key == "half" and isinstance(value, bool):
+            return "off" if value else "on"  # --float32 is the opposite of half
+        if value is None or value == []:
+            return "not set"
+        if isinstance(value, list):
+            return " ".join(map(str, value))
+        return str(value)
+
+    keys = [*wanted, *(k for k in recorded if k not in wanted)]
+    return [
+        f"{_OPTION_NAMES.get(k, k)} {shown(k, recorded.get(k))} in the checkpoint, "
+        f"{shown(k, wanted.get(k))} now"
+        for k in keys
+        if recorded.get(k) != wanted.get(k)
+    ]
 
 
 def _start_at_the_mean_colour(net: Any, tiles: np.ndarray) -> None:

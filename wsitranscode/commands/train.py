@@ -154,6 +154,18 @@ def print_event(event: dict[str, Any]) -> None:
         line = f"interrupted at step {event['step']}; rerun the same command to resume"
     elif kind == "saved":
         line = f"saved {event['path']} (weights sha256:{event['weights_sha256'][:12]})"
+    elif kind == "init":
+        if not event.get("missing"):
+            return  # nothing to tell: every weight came from the --init model
+        from rich.markup import escape
+
+        line = (
+            f"[yellow]warning:[/] {len(event['missing'])} weights are not in "
+            f"{escape(str(event['from']))} and start fresh: "
+            f"{escape(', '.join(event['missing'][:5]))}"
+        )
+    elif kind == "lpips":
+        line = f"LPIPS weights: {event['weights']}"
     else:
         line = " ".join(f"{k}={v}" for k, v in event.items())
-    console_err().print(line, soft_wrap=True, markup=kind == "warning")
+    console_err().print(line, soft_wrap=True, markup=kind in ("warning", "init"))
