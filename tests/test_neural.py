@@ -438,3 +438,26 @@ def test_cai_weights_must_be_compressai_architecture_at_the_mapped_quality(tmp_p
             UsageError, match=rf"not CompressAI's bmshj2018-factorized at quality 4.*{found}"
         ):
             codec.target(settings)
+
+
+def test_a_file_that_is_not_a_model_is_one_clear_line(tmp_path):
+    from wsitranscode.errors import InvalidInputError
+
+    text = tmp_path / "notes.txt"
+    text.write_text("hello world\n" * 50)
+    pickled = tmp_path / "pickled.pt"
+    torch.save(
+        {"state_dict": {"w": torch.zeros(2)}, "when": __import__("datetime").date(2024, 1, 1)},
+        pickled,
+    )
+    for path in (text, pickled):
+        for codec, option in (
+            (neural_codecs.ModelFileCodec(), "model"),
+            (neural_codecs.CompressAICodec("cai", ""), "weights"),
+        ):
+            settings = EncodeSettings(quality=30, extra=((option, str(path)), ("device", "cpu")))
+            with pytest.raises(InvalidInputError) as err:
+                codec.target(settings)
+            message = str(err.value)
+            assert message.startswith(f"{path}: not a model file"), message
+            assert "torch.load" not in message and "\n" not in message

@@ -91,12 +91,23 @@ def read_state(path: Path | str) -> dict[str, Any]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch's unpickler raises many kinds on a malformed file
-        raise InvalidInputError(
-            f"cannot read model weights ({' '.join(str(err).split())[:160]})", path=path
-        ) from err
+        raise InvalidInputError(_not_a_model_file(err), path=path) from err
     if not isinstance(loaded, dict):
         raise InvalidInputError("model weights are not a state dict", path=path)
     return loaded
+
+
+def _not_a_model_file(err: Exception) -> str:
+    """One line for a file torch.load refuses (its own message is a long paragraph)."""
+    if "Unsupported global" in str(err):
+        return (
+            "not a model file: it holds pickled Python objects (a whole pickled model?), which "
+            "are never loaded (they could run code); save the network's state_dict() instead"
+        )
+    return (
+        "not a model file (expected weights saved with torch.save: a .pt from `wsitranscode "
+        "train`, or CompressAI weights)"
+    )
 
 
 def load_file(path: Path | str, model_id: str | None = None) -> LoadedModel:
