@@ -307,6 +307,7 @@ def test_a_second_ctrl_c_still_waits_for_the_series_to_stop(slow_slide, tmp_path
     record = json.loads((out / RUN_RECORD_NAME).read_text())
     assert [s["status"] for s in record["series"]] == ["interrupted"]
     assert _published_dirs(out) == []
-    rerun = subprocess.run(recode_command(slow_slide, out, *SLOW_ARGS), env=ENV, capture_output=True,
-                           text=True)  # fmt: skip
+    rerun = subprocess.run(
+        recode_command(slow_slide, out, *SLOW_ARGS), env=ENV, capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr

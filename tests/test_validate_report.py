@@ -97,3 +97,26 @@ def test_an_interrupted_series_is_not_a_measurement(one_failed, tmp_path, capsys
     rows = json.loads(capsys.readouterr().out)["series"]
     (stopped,) = [s for s in rows if s["status"] == "interrupted"]
     assert stopped["savings_percent"] is None and stopped["bytes_after"] is None
+
+
+def test_a_validate_report_and_its_recode_output_count_each_series_once(
+    one_failed, tmp_path, capsys
+):
+    """`report VALIDATED OUT` (or one folder twice) counted every series twice: doubled
+    bytes in report, and n=2 for one series in savings, whose interval then shrank to nothing."""
+    out, _ = one_failed
+    checked = tmp_path / "checked"
+    main(["validate", str(out.parent / "in"), str(out), "-o", str(checked), "--sample", "1",
+          "--metrics", "psnr", "--no-dciodvfy", "--workers", "2"])  # fmt: skip
+    capsys.readouterr()
+    main(["report", str(checked), str(out), str(out), "-o", str(tmp_path / "agg"), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    uids = [s["recoded_series_uid"] for s in data["series"]]
+    assert len(uids) == len(set(uids)) == 2  # the ok series (validated) and the failed one
+    (ok,) = [s for s in data["series"] if s.get("status") != "failed"]
+    assert "psnr-frames" in ok["metrics"]  # the validated row was kept, not the record's
+    main(["savings", "--measured", str(checked), str(out), "--archive", str(out.parent / "in"),
+          "--json"])  # fmt: skip
+    pooled = [f for f in json.loads(capsys.readouterr().out)["fractions"]
+              if f["kind"] == "all measurements"]  # fmt: skip
+    assert pooled[0]["n"] == 1

@@ -64,9 +64,11 @@ def run(args: argparse.Namespace) -> int:
         project,
     )
     from wsitranscode.report import load_reports
+    from wsitranscode.report.files import distinct_reports
 
     _require_existing([*args.measured, *([args.archive] if args.archive else [])])
-    series_rows = [row for data, _, _ in load_reports(args.measured) for row in data["series"]]
+    loaded = distinct_reports(load_reports(args.measured))
+    series_rows = [row for data, _, _ in loaded for row in data["series"]]
     if args.archive is not None:
         name, archive = str(args.archive), archive_from_folder(args.archive)
     else:

@@ -298,6 +298,34 @@ def _run_record_series(
     return series | savings_figures(series)
 
 
+def distinct_reports(
+    loaded: Sequence[tuple[dict[str, Any], list[dict[str, Any]], Path]],
+) -> list[tuple[dict[str, Any], list[dict[str, Any]], Path]]:
+    """The loaded reports with each recoded series once: a validate report and the recode
+    output it checked (or one folder given twice) would count its sizes twice. A validated row
+    is kept over the run record's, which has no metrics; a report left empty is dropped."""
+    validated = {
+        s.get("recoded_series_uid")
+        for data, _, _ in loaded
+        if data.get("kind") != "run"
+        for s in data.get("series", [])
+    }
+    seen: set[str] = set()
+    kept = []
+    for data, rows, folder in loaded:
+        series = []
+        for row in data.get("series", []):
+            uid = row.get("recoded_series_uid")
+            if uid and (uid in seen or (data.get("kind") == "run" and uid in validated)):
+                continue
+            if uid:
+                seen.add(uid)
+            series.append(row)
+        if series or not data.get("series"):
+            kept.append(({**data, "series": series}, rows, folder))
+    return kept
+
+
 def merge_reports(
     loaded: Sequence[tuple[dict[str, Any], list[dict[str, Any]], Path]], out_dir: Path
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -309,7 +337,7 @@ def merge_reports(
         "errors": [],
     }
     tiles: list[dict[str, Any]] = []
-    for number, (data, rows, folder) in enumerate(loaded):
+    for number, (data, rows, folder) in enumerate(distinct_reports(loaded)):
         run = _run_name(data) or str(folder)
         merged["runs"].append(run)
         merged["errors"] += data.get("errors", [])
