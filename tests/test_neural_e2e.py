@@ -73,7 +73,8 @@ def test_recode_writes_a_marked_private_series_that_pydicom_reads(slide: Path, r
         assert ds.LossyImageCompressionMethod[-1] == "WSITC_NN_" + info.weights_sha256[:7].upper()
         assert name in ds.DerivationDescription
         assert info.weights_sha256[:12] in ds.DerivationDescription
-        assert ds.SeriesDescription.endswith(NON_STANDARD_MARKER)
+        label = f"[path-{name} {info.weights_sha256[:8]}] {NON_STANDARD_MARKER}"
+        assert ds.SeriesDescription.endswith(label) and len(ds.SeriesDescription) <= 64
         pixels = ds.pixel_array
         frames = pixels if ds.NumberOfFrames > 1 else pixels[None]
         assert frames.shape[1:] == (ds.Rows, ds.Columns, 3)

@@ -102,6 +102,7 @@ class NeuralCodec(Codec):
             lossy_method=lossy_method_term(model.weights_sha256),
             description=f"neural {model.model_id} weights sha256:{model.short_hash}",
             private=True,
+            series_label=f"{self.name} {model.weights_sha256[:8]}",
         )
 
     def encode(self, tile: np.ndarray, settings: EncodeSettings) -> bytes:
