@@ -4,6 +4,7 @@ with output byte-identical to an uninterrupted run."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -311,3 +312,43 @@ def test_a_second_ctrl_c_still_waits_for_the_series_to_stop(slow_slide, tmp_path
         recode_command(slow_slide, out, *SLOW_ARGS), env=ENV, capture_output=True, text=True
     )
     assert rerun.returncode == 0, rerun.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_worker_processes_end_when_recode_is_killed(slow_slide, tmp_path):
+    """SIGKILL runs no cleanup: the spawned workers of --executor processes must still go, not
+    wait for tasks forever (seen: two 90 MB workers alive long after their recode)."""
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("needs Linux /proc to find the worker processes")
+    out = tmp_path / "out"
+    proc = _start_and_wait_for_staging(slow_slide, out, *SLOW_ARGS, "--executor", "processes")
+    deadline = time.monotonic() + 30
+    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:  # workers + tracker
+        time.sleep(0.1)
+    children = _children(proc.pid)
+    assert children, "no worker process started"
+    proc.kill()
+    proc.wait()  # not communicate(): surviving workers would hold its pipes open
+    proc.stdout.close()
+    proc.stderr.close()
+    deadline = time.monotonic() + 15
+    while any(_alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survivors = [c for c in children if _alive(c)]
+    for pid in survivors:  # leave nothing running, whatever the verdict
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors

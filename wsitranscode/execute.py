@@ -9,6 +9,8 @@ by Ctrl-C calls: the queued tasks are dropped, later submits raise RuntimeError)
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -48,6 +50,24 @@ class PoolExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker once the process that started it is gone. A killed
+    recode (SIGKILL runs no cleanup) otherwise leaves its idle workers waiting for tasks forever.
+    A watcher thread rather than PR_SET_PDEATHSIG, which fires when the *thread* that spawned
+    the worker ends, and series threads come and go."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -62,7 +82,12 @@ def make_executor(kind: str = "local", workers: int = 0, scheduler: str | None =
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=exit_with_parent,
+            initargs=(os.getpid(),),
+        )
         return PoolExecutor(pool, workers, batch=16)
     if kind == "dask":
         from wsitranscode.dask_executor import DaskExecutor
