@@ -234,7 +234,6 @@ def test_a_folder_at_the_locks_name_is_a_one_line_error(slow_slide, tmp_path, ca
 def test_ctrl_c_with_worker_processes_records_the_series_interrupted(slow_slide, tmp_path):
     """Ctrl-C in a terminal signals the whole group, the spawned workers too: their
     KeyboardInterrupt comes back through the batches and must end as `interrupted`."""
-    import os
 
     out = tmp_path / "out"
     args = (*SLOW_ARGS, "--executor", "processes")
@@ -258,7 +257,6 @@ def test_series_of_earlier_runs_stay_in_the_record_until_a_run_replaces_them(
     """Run 1 finishes b and c. Run 2, with a new slide a that comes first, is interrupted while
     on a: its record must still describe b and c, so run 3 resumes all three (b and c were
     refused as 'not a complete earlier run' when the record named only a)."""
-    import os
     import shutil
 
     folder = tmp_path / "in"
