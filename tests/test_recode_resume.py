@@ -115,6 +115,21 @@ def _published_dirs(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _assert_interrupted_then_resumed(
+    proc: subprocess.Popen, src: Path, out: Path, args: tuple[str, ...]
+) -> None:
+    """A run stopped by Ctrl-C: exit 130, no traceback, its one series recorded interrupted and
+    not published; then a rerun with the same options finishes it."""
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    record = json.loads((out / RUN_RECORD_NAME).read_text())
+    assert [s["status"] for s in record["series"]] == ["interrupted"]
+    assert _published_dirs(out) == []
+    rerun = subprocess.run(recode_command(src, out, *args), env=ENV, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+
+
 def test_sigint_stops_promptly_and_a_rerun_resumes(slow_slide, tmp_path):
     out = tmp_path / "out"
     proc = _start_and_wait_for_staging(slow_slide, out, *SLOW_ARGS)
@@ -240,15 +255,7 @@ def test_ctrl_c_with_worker_processes_records_the_series_interrupted(slow_slide,
     proc = _start_and_wait_for_staging(slow_slide, out, *args, own_group=True)
     time.sleep(2.0)  # the spawned workers are importing or coding
     os.killpg(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    record = json.loads((out / RUN_RECORD_NAME).read_text())
-    assert [s["status"] for s in record["series"]] == ["interrupted"]
-    assert _published_dirs(out) == []
-    rerun = subprocess.run(recode_command(slow_slide, out, *args), env=ENV, capture_output=True,
-                           text=True)  # fmt: skip
-    assert rerun.returncode == 0, rerun.stderr
+    _assert_interrupted_then_resumed(proc, slow_slide, out, args)
 
 
 def test_series_of_earlier_runs_stay_in_the_record_until_a_run_replaces_them(
@@ -300,16 +307,7 @@ def test_a_second_ctrl_c_still_waits_for_the_series_to_stop(slow_slide, tmp_path
     proc.send_signal(signal.SIGINT)
     time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    record = json.loads((out / RUN_RECORD_NAME).read_text())
-    assert [s["status"] for s in record["series"]] == ["interrupted"]
-    assert _published_dirs(out) == []
-    rerun = subprocess.run(
-        recode_command(slow_slide, out, *SLOW_ARGS), env=ENV, capture_output=True, text=True
-    )
-    assert rerun.returncode == 0, rerun.stderr
+    _assert_interrupted_then_resumed(proc, slow_slide, out, SLOW_ARGS)
 
 
 def _children(pid: int) -> list[int]:
