@@ -348,3 +348,14 @@ def test_worker_processes_end_when_recode_is_killed(slow_slide, tmp_path):
     for pid in survivors:  # leave nothing running, whatever the verdict
         os.kill(pid, signal.SIGKILL)
     assert not survivors
+
+
+def test_json_still_reports_a_run_stopped_by_ctrl_c(slow_slide, tmp_path):
+    out = tmp_path / "out"
+    proc = _start_and_wait_for_staging(slow_slide, out, *SLOW_ARGS, "--json")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    (series,) = json.loads(stdout)["series"]
+    assert series["status"] == "interrupted"

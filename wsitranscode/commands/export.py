@@ -37,7 +37,7 @@ def add_parser(sub: Any, name: str, help_text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from wsitranscode.codecs.base import EncodeSettings
-    from wsitranscode.commands.recode import RichProgress, report_outcome
+    from wsitranscode.commands.recode import execute_with_progress, report_outcome
     from wsitranscode.recode import RecodeOptions, open_run
 
     options = RecodeOptions(
@@ -47,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         export=True,
     )
-    with open_run(args.input, args.output, options) as job, RichProgress() as progress:
-        result = job.execute(progress, on_scanned=progress.scanned)
+    with open_run(args.input, args.output, options) as job:
+        result = execute_with_progress(job, args.json)
     return report_outcome(result, args.json, command="export")

@@ -135,9 +135,21 @@ def run(args: argparse.Namespace) -> int:
     options = recode_options(args)  # usage errors before any progress is drawn
     _warn_if_quality_ignored(args, options)
     _warn_if_options_ignored(options)
-    with open_run(args.input, args.output, options) as job, RichProgress() as progress:
-        result = job.execute(progress, on_scanned=progress.scanned)
+    with open_run(args.input, args.output, options) as job:
+        result = execute_with_progress(job, args.json)
     return report_outcome(result, args.json, command="recode")
+
+
+def execute_with_progress(job: Any, as_json: bool) -> Any:
+    """Run an opened recode or export with progress bars. On Ctrl-C, --json still prints the
+    result so far (what was done, what a rerun must finish) before the exit with 130."""
+    try:
+        with RichProgress() as progress:
+            return job.execute(progress, on_scanned=progress.scanned)
+    except KeyboardInterrupt:
+        if as_json:
+            print_json(job.result().to_json())
+        raise
 
 
 def recode_options(args: argparse.Namespace) -> Any:
