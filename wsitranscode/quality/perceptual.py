@@ -159,6 +159,13 @@ def _check_pairs(originals: Sequence[np.ndarray], recoded: Sequence[np.ndarray])
         raise ValueError(f"tiles in one call must share one shape, got {sorted(shapes)}")
 
 
+def _how_to_provide(url: str, option: str) -> str:
+    return (
+        f"Download {url} once and pass it with {option} PATH, or put it in "
+        "$TORCH_HOME/hub/checkpoints/ (default ~/.cache/torch/hub/checkpoints/)"
+    )
+
+
 class _NetworkMetric:
     """A metric computed by a network whose weights come from a file, a cache or a download."""
 
@@ -205,10 +212,7 @@ class Lpips(_NetworkMetric):
     name = "lpips"
     url = ALEXNET_URL
     hash_prefix = ALEXNET_HASH_PREFIX
-    how_to_provide = (
-        f"Download {ALEXNET_URL} once and pass it with --lpips-weights PATH, or put it in "
-        "$TORCH_HOME/hub/checkpoints/ (default ~/.cache/torch/hub/checkpoints/)"
-    )
+    how_to_provide = _how_to_provide(ALEXNET_URL, "--lpips-weights")
 
     @staticmethod
     def build(path: Path) -> Any:
@@ -260,10 +264,7 @@ class FeatureSimilarity(_NetworkMetric):
     name = "feature"
     url = CIGA_URL
     depths = FEATURE_DEPTHS
-    how_to_provide = (
-        f"Download {CIGA_URL} once and pass it with --feature-weights PATH, or put it in "
-        "$TORCH_HOME/hub/checkpoints/ (default ~/.cache/torch/hub/checkpoints/)"
-    )
+    how_to_provide = _how_to_provide(CIGA_URL, "--feature-weights")
 
     @staticmethod
     def build(path: Path) -> Any:
