@@ -85,13 +85,17 @@ def psnr(original: np.ndarray, recoded: np.ndarray, bits_stored: int = 8) -> flo
     The peak is 2^bits_stored - 1 (255 by default). Samples are compared unreduced; an original
     sample above the peak is a ValueError (a 16-bit tile measured as if it were 8-bit, say).
     """
-    peak = sample_peak(bits_stored)
     a, b = _as_sample_pair(original, recoded)
-    if a.max(initial=0) > peak:
+    return _psnr_of(a, np.subtract(a, b, dtype=np.int64), bits_stored)
+
+
+def _psnr_of(original: np.ndarray, diff: np.ndarray, bits_stored: int) -> float:
+    peak = sample_peak(bits_stored)
+    if original.max(initial=0) > peak:
         raise ValueError(
             f"original samples exceed {peak:.0f}, the peak of {bits_stored} bits stored"
         )
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    mse = float(np.mean(diff.astype(np.float64) ** 2))
     if mse == 0:
         return math.inf
     return float(10.0 * math.log10(peak**2 / mse))
@@ -117,8 +121,10 @@ class Fidelity:
 
 def fidelity(original: np.ndarray, recoded: np.ndarray, bits_stored: int) -> Fidelity:
     """Exactness, PSNR and maximum absolute error of two tiles, never reduced to 8 bits."""
-    error = max_abs_error(original, recoded)
-    value = math.inf if error == 0 else psnr(original, recoded, bits_stored)
+    a, b = _as_sample_pair(original, recoded)
+    diff = np.subtract(a, b, dtype=np.int64)  # once, for both measures
+    error = int(np.abs(diff).max()) if diff.size else 0
+    value = math.inf if error == 0 else _psnr_of(a, diff, bits_stored)
     return Fidelity(error == 0, value, error, bits_stored)
 
 
