@@ -102,9 +102,7 @@ class RecodeOptions:
         slide or tile for --bpp, or without effect (lossless, byte-exact recompression)."""
         if self.target_bpp is not None:
             return None
-        if not quality_applies(get_codec(self.codec), self.settings):
-            return None
-        return self.settings.quality
+        return quality_used(get_codec(self.codec), self.settings, self)
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a rerun to resume instead of refusing."""
